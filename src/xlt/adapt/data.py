@@ -1,0 +1,53 @@
+"""Packing: one token stream cut into fixed-length blocks, visited in a seeded order fixed by step number.
+
+Because batch ``g`` is a pure function of ``(seed, g)``, a resumed run sees exactly the batches the
+uninterrupted run would have seen, with no data-loader state to save.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from xlt.errors import XltError
+
+
+def pack_stream(tokenizer, texts: list[str], boundary_id: int) -> np.ndarray:
+    """``[b] doc1 [b] doc2 ...`` as one int32 array (``b`` = document boundary token)."""
+    out: list[int] = []
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for ids in enc:
+        if ids:
+            out.append(boundary_id)
+            out.extend(ids)
+    return np.asarray(out, dtype=np.int32)
+
+
+class PackedBlocks:
+    def __init__(self, stream: np.ndarray, seq_len: int, seed: int):
+        n = len(stream) // seq_len
+        if n < 1:
+            raise XltError(f"the training text has only {len(stream)} tokens, fewer than one sequence of {seq_len}",
+                           "give more training text or a smaller --seq-len")
+        self.blocks = torch.from_numpy(stream[: n * seq_len].astype(np.int64)).view(n, seq_len)
+        self.seed = seed
+        self._perm: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm:
+            self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self))}
+        return self._perm[epoch]
+
+    def sample(self, k: int) -> torch.Tensor:
+        """The ``k``-th block in the global seeded order (epochs reshuffled)."""
+        epoch, pos = divmod(k, len(self))
+        return self.blocks[self._order(epoch)[pos]]
+
+    def batch(self, step: int, micro: int, micro_batches: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Micro-batch ``micro`` of optimizer step ``step`` for process ``rank``."""
+        per_step = batch_size * micro_batches * world
+        first = step * per_step + (micro * world + rank) * batch_size
+        return torch.stack([self.sample(first + j) for j in range(batch_size)])

@@ -1,0 +1,308 @@
+"""``xlt adapt``: source model + target-language corpus -> one adapted model per init, evaluated and reported.
+
+Layout of ``out/``::
+
+    run.json              settings and "finished": true once everything is written
+    metrics.json          every number of the run (see the report for how each is computed)
+    report.html           one self-contained page comparing all inits
+    tokenizer/            the target tokenizer
+    <init>/               an HF model folder per init (+ metrics.json, transfer_mapping.npz, transfer_summary.json)
+    .work/                resume state: cached token ids, per-init checkpoints (removed when finished)
+
+A run that was interrupted is resumed when started again with the same settings; a finished run is
+refused unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xlt.adapt.data import PackedBlocks, pack_stream
+from xlt.adapt.train import TrainConfig, Trainer
+from xlt.corpora import open_corpus
+from xlt.errors import XltError
+from xlt.eval import bits_per_byte, boundary_token_id, greedy_samples, prompts_from, tokenization_table, truncate_texts
+from xlt.languages import resolve
+from xlt.models import check_model_folder, load_model, load_tokenizer, resolve_source
+from xlt.util import atomic_dir, write_json_atomic
+from xlt.vocab import TransferContext, build_mapping, parse_inits, train_tokenizer, transfer_model
+from xlt.vocab.tokenizer import min_vocab_size
+
+
+@dataclass
+class AdaptSettings:
+    """Everything that determines a run's result (saved in ``run.json``; a resume must match it)."""
+
+    source: str = "smollm2"
+    target: str = "sw"
+    corpus: str = "bible"
+    inits: list[str] = field(default_factory=lambda: ["overlap", "mean", "random"])
+    source_lang: str = "en"
+    vocab_size: int = 8000
+    eval_max_bytes: int = 20000
+    eval_window: int = 512
+    samples: int = 3
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = asdict(self.train)
+        return d
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict
+    report: Path
+
+
+def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
+    run_json = out / "run.json"
+    if run_json.is_file():
+        state = json.loads(run_json.read_text())
+        if state.get("finished"):
+            if not overwrite:
+                raise XltError(f"{out} already holds a finished run",
+                               "pass --overwrite to replace it, or choose another --out")
+            shutil.rmtree(out)
+            return
+        if state.get("settings") != settings.as_dict():
+            if not overwrite:
+                raise XltError(f"{out} holds an unfinished run with other settings",
+                               "rerun with the same settings to resume it, pass --overwrite to start over, or choose another --out")
+            shutil.rmtree(out)
+    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        if not overwrite:
+            raise XltError(f"{out} exists and is not an xlt run folder", "choose an empty or new --out, or pass --overwrite")
+        shutil.rmtree(out)
+
+
+def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init: str | list[str] = "overlap,mean,random",
+        out: str | Path = "runs/adapt", steps: int = 300, stage1_steps: int | None = None, vocab_size: int = 8000,
+        batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4, embedding_lr: float = 1e-3,
+        eval_every: int | None = None, eval_max_bytes: int = 20000, save_every: int | None = None, seed: int = 0,
+        source_lang: str = "en", samples: int = 3, overwrite: bool = False, allow_pickle: bool = False,
+        show_progress: bool = True, interrupt_at: int | None = None, log=print) -> RunResult:
+    """Adapt ``source`` to language ``target`` with each init in ``init``; what ``xlt adapt`` runs.
+
+    ``stage1_steps`` defaults to a third of ``steps``; ``eval_every`` to a tenth; ``save_every`` to
+    ``eval_every``. ``interrupt_at`` stops after that many steps of an init, as an interruption would.
+    """
+    t_start = time.time()
+    out = Path(out)
+    inits = parse_inits(init)
+    tgt = resolve(target)
+    src_lang = resolve(source_lang)
+    eval_every = eval_every or max(1, steps // 10)
+    cfg = TrainConfig(steps=steps, stage1_steps=steps // 3 if stage1_steps is None else stage1_steps,
+                      batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr, embedding_lr=embedding_lr,
+                      eval_every=eval_every, save_every=save_every or eval_every, seed=seed)
+    cfg.validate()
+    settings = AdaptSettings(source=str(source), target=tgt.code, corpus=str(corpus), inits=inits, source_lang=src_lang.code,
+                             vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples, train=cfg)
+    # -- everything that can be checked cheaply, before any heavy work -------------------------
+    corp = open_corpus(corpus, tgt.code)
+    corp.language(tgt)
+    train_texts = corp.texts(tgt, "train")
+    dev_texts = truncate_texts(corp.texts(tgt, "dev"), eval_max_bytes)
+    test_texts = truncate_texts(corp.texts(tgt, "test"), eval_max_bytes)
+    if not train_texts:
+        raise XltError(f"the {corp.name} corpus has no training text for {tgt.code}", "give a larger corpus")
+    if not dev_texts or not test_texts:
+        raise XltError(f"the {corp.name} corpus has no held-out (dev/test) text for {tgt.code}",
+                       "give more documents so the hash split can hold some out")
+    src_folder = resolve_source(source)
+    check_model_folder(src_folder, allow_pickle=allow_pickle)
+    src_tok = load_tokenizer(src_folder)
+    need = min_vocab_size(src_tok)
+    if vocab_size < need:
+        train_tokenizer(src_tok, ["x"], vocab_size)  # raises the precise error
+    _check_out(out, settings, overwrite)
+    work = out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "run.json", {"finished": False, "settings": settings.as_dict()})
+
+    # -- target tokenizer (reused on resume) ------------------------------------------------------
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        tgt_tok = load_tokenizer(tok_dir)
+    else:
+        log(f"training a {vocab_size}-token target tokenizer on {len(train_texts):,} {tgt.name} documents")
+        tgt_tok = train_tokenizer(src_tok, train_texts, vocab_size)
+        with atomic_dir(tok_dir, overwrite=True) as tmp:
+            tgt_tok.save_pretrained(tmp)
+
+    # -- the no-transfer reference and tokenization table (cached) -------------------------------
+    ref_path = work / "reference.json"
+    if ref_path.is_file():
+        reference = json.loads(ref_path.read_text())
+    else:
+        log("evaluating the source model with its own tokenizer (no-transfer reference)")
+        src_model = load_model(src_folder, allow_pickle=allow_pickle)
+        prompts = prompts_from(test_texts, samples)
+        reference = {
+            "dev": bits_per_byte(src_model, src_tok, dev_texts, settings.eval_window).as_dict(),
+            "test": bits_per_byte(src_model, src_tok, test_texts, settings.eval_window).as_dict(),
+            "samples": greedy_samples(src_model, src_tok, prompts),
+        }
+        del src_model
+        write_json_atomic(ref_path, reference)
+    tokenization = _tokenization(corp, tgt, src_lang, src_tok, tgt_tok)
+
+    ids_path = work / "train_ids.npy"
+    if ids_path.is_file():
+        stream = np.load(ids_path)
+    else:
+        stream = pack_stream(tgt_tok, train_texts, boundary_token_id(tgt_tok))
+        np.save(ids_path, stream)
+    blocks = PackedBlocks(stream, cfg.seq_len, cfg.seed)
+
+    # -- one model per init -----------------------------------------------------------------------
+    results = {}
+    for name in inits:
+        results[name] = _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg,
+                                  dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log)
+
+    metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
+    write_json_atomic(out / "metrics.json", metrics)
+    from xlt.report import write_report
+
+    report = write_report(out, metrics)
+    shutil.rmtree(work, ignore_errors=True)
+    write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
+    log(f"report: {report.resolve()}")
+    return RunResult(out, metrics, report)
+
+
+def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
+    dev = corp.documents(tgt, "dev")
+    toks = {"source": src_tok, "target": tgt_tok}
+    try:
+        par = corp.parallel(tgt, src_lang, "dev")
+    except XltError:
+        par = []
+    if par:
+        table = tokenization_table(toks, [p[1] for p in par], src_tok, [p[2] for p in par])
+        table[f"source on {src_lang.code}"] = tokenization_table({"s": src_tok}, [p[2] for p in par])["s"]
+        return {"split": "dev", "parallel_with": src_lang.code, "documents": len(par), "table": table}
+    return {"split": "dev", "parallel_with": None, "documents": len(dev),
+            "table": tokenization_table(toks, [d.text for d in dev])}
+
+
+def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg, dev_texts, test_texts,
+              settings, allow_pickle, show_progress, interrupt_at, log) -> dict:
+    final = out / name
+    if (final / "metrics.json").is_file():
+        log(f"[{name}] already finished, reusing {final}")
+        return json.loads((final / "metrics.json").read_text())
+    t0 = time.time()
+    model = load_model(src_folder, allow_pickle=allow_pickle)
+    ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code)
+    mapping = build_mapping(name, ctx)
+    transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
+    t_map = time.time() - t0
+    log(f"[{name}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
+
+    def evaluate(m, step):
+        return {"bits_per_byte": bits_per_byte(m, tgt_tok, dev_texts, settings.eval_window).bits_per_byte}
+
+    trainer = Trainer(model, blocks, cfg, work / name / "checkpoints", eval_fn=evaluate, show_progress=show_progress,
+                      label=f"{name}")
+    t1 = time.time()
+    history = trainer.train(interrupt_at=interrupt_at)
+    t_train = time.time() - t1
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.eval()
+    test = bits_per_byte(model, tgt_tok, test_texts, settings.eval_window).as_dict()
+    samples = greedy_samples(model, tgt_tok, prompts_from(test_texts, settings.samples))
+    res = {
+        "init": name,
+        "transfer": mapping.summary(),
+        "history": history,
+        "bpb_step0": history["eval"][0]["bits_per_byte"],
+        "bpb_final": history["eval"][-1]["bits_per_byte"],
+        "test": test,
+        "samples": samples,
+        "seconds": {"init": t_map, "train": t_train, "total": time.time() - t0},
+        "trainable_parameters": {"stage1": sum(p.numel() for p in _emb(model)), "stage2": sum(p.numel() for p in model.parameters())},
+    }
+    with atomic_dir(final, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tgt_tok.save_pretrained(tmp)
+        mapping.save(tmp / "transfer_mapping.npz")
+        write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
+        write_json_atomic(tmp / "metrics.json", res)
+    shutil.rmtree(work / name, ignore_errors=True)
+    return res
+
+
+def _emb(model):
+    from xlt.adapt.train import embedding_parameters
+
+    return embedding_parameters(model)
+
+
+def steps_to_reach(history_eval: list[dict], target: float) -> float | None:
+    """First step (linearly interpolated between evaluations) where bits/byte ≤ ``target``; None if never."""
+    prev = None
+    for e in history_eval:
+        if e["bits_per_byte"] <= target:
+            if prev is None or prev["bits_per_byte"] == e["bits_per_byte"]:
+                return float(e["step"])
+            frac = (prev["bits_per_byte"] - target) / (prev["bits_per_byte"] - e["bits_per_byte"])
+            return prev["step"] + frac * (e["step"] - prev["step"])
+        prev = e
+    return None
+
+
+def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens, seconds) -> dict:
+    summary = {}
+    rnd = results.get("random")
+    goal = rnd["bpb_final"] if rnd else None
+    for name, r in results.items():
+        row = {"bpb_step0": r["bpb_step0"], "bpb_final": r["bpb_final"], "test_bpb_final": r["test"]["bits_per_byte"],
+               "seconds": r["seconds"]["total"]}
+        if goal is not None:
+            reached = steps_to_reach(r["history"]["eval"], goal)
+            row["steps_to_random_final"] = reached
+            row["steps_saved_ratio"] = (settings.train.steps / reached) if reached else None
+        summary[name] = row
+    comparisons = {}
+    if "overlap" in results and "random" in results:
+        d = results["random"]["bpb_step0"] - results["overlap"]["bpb_step0"]
+        comparisons["overlap_vs_random_step0"] = {
+            "bits_per_byte_lower_by": d, "relative": d / results["random"]["bpb_step0"]}
+    return {
+        "xlt_version": __import__("xlt").__version__,
+        "settings": settings.as_dict(),
+        "corpus": corp.describe(),
+        "target_language": {"code": tgt.code, "name": tgt.name},
+        "train_tokens": train_tokens,
+        "reference": reference,
+        "tokenization": tokenization,
+        "summary": summary,
+        "comparisons": comparisons,
+        "inits": results,
+        "wall_seconds": seconds,
+        "definitions": {
+            "bits_per_byte": "sum of token negative log-likelihoods (nats) / ln 2 / UTF-8 bytes of the held-out text; "
+                             "documents joined with newlines, one boundary token first, scored in consecutive windows of "
+                             f"{settings.eval_window} tokens, each conditioned on the previous token",
+            "bpb_step0": "dev bits/byte right after embedding initialisation, before any training",
+            "bpb_final": "dev bits/byte after the last training step",
+            "test_bpb_final": "test bits/byte after the last training step",
+            "steps_to_random_final": "first training step (linear interpolation between evaluations) at which an init's dev "
+                                     "bits/byte is at or below random init's final dev bits/byte",
+            "steps_saved_ratio": "total steps / steps_to_random_final (>1: the init reaches random's end result sooner)",
+            "fertility": "tokens per whitespace-separated word (no special tokens)",
+            "premium": "tokens the tokenizer needs for the target text / tokens the source tokenizer needs for the parallel "
+                       "source-language text",
+        },
+    }

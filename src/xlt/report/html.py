@@ -1,0 +1,134 @@
+"""One self-contained static HTML report per run: settings, plots (embedded PNG), tables, samples."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from xlt.report.plots import bpb_curves, loss_curves
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em} h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.92em} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.how{color:#555;font-size:.85em} img{max-width:100%} code,pre{background:#f6f6f6;padding:.1em .3em}
+pre{white-space:pre-wrap;padding:.6em} .best{font-weight:bold;color:#05612a}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _f(x, nd=3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list], best_col: int | None = None) -> str:
+    best = None
+    if best_col is not None:
+        vals = [r[best_col] for r in rows if isinstance(r[best_col], (int, float))]
+        best = min(vals) if vals else None
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for r in rows:
+        cells = []
+        for j, v in enumerate(r):
+            cls = ' class="best"' if best_col == j and best is not None and v == best else ""
+            cells.append(f"<td{cls}>{_f(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def render(metrics: dict) -> str:
+    s = metrics["settings"]
+    t = s["train"]
+    defs = metrics["definitions"]
+    ref = metrics["reference"]
+    inits = metrics["inits"]
+    summ = metrics["summary"]
+    lang = metrics["target_language"]
+    src_name = Path(s["source"]).name or s["source"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>xlt adapt: {html.escape(s['source'])} → "
+             f"{html.escape(lang['name'])}</title><style>{CSS}</style></head><body>",
+             f"<h1>xlt adapt: {html.escape(src_name)} → {html.escape(lang['name'])} ({lang['code']})</h1>",
+             f"<p>{len(inits)} embedding initialisations compared on the same target tokenizer, data and training budget. "
+             f"Wall time {metrics['wall_seconds'] / 60:.1f} min. xlt {metrics['xlt_version']}.</p>"]
+
+    # headline
+    comp = metrics.get("comparisons", {}).get("overlap_vs_random_step0")
+    if comp:
+        parts.append(f"<p><b>Before any training, <code>overlap</code> is {comp['bits_per_byte_lower_by']:.3f} bits/byte "
+                     f"lower than <code>random</code> ({100 * comp['relative']:.1f}% lower).</b></p>")
+
+    parts.append("<h2>Bits per byte during training</h2>")
+    curves = {n: [(e["step"], e["bits_per_byte"]) for e in r["history"]["eval"]] for n, r in inits.items()}
+    parts.append(_img(bpb_curves(curves, ref["dev"]["bits_per_byte"], t["stage1_steps"]), "dev bits per byte against training step"))
+    parts.append(f"<p class='how'>{html.escape(defs['bits_per_byte'])}. Dev split, at most {s['eval_max_bytes']:,} bytes "
+                 f"({ref['dev']['bytes']:,} bytes used). Steps before the dotted line train the embeddings only.</p>")
+
+    parts.append("<h2>Results</h2>")
+    rows = [["source model, no transfer (own tokenizer)", ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"], None, None, None]]
+    for n, r in summ.items():
+        rows.append([n, r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
+                     r.get("steps_saved_ratio"), r["seconds"]])
+    parts.append(_table(["init", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
+                         "steps to reach random's final", "steps-saved ratio", "seconds"], rows, best_col=2))
+    parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
+                 ("bpb_step0", "bpb_final", "test_bpb_final", "steps_to_random_final", "steps_saved_ratio")) + "</p>")
+
+    parts.append("<h2>Training loss</h2>")
+    parts.append(_img(loss_curves({n: [(h["step"], h["loss"]) for h in r["history"]["train"]] for n, r in inits.items()}),
+                      "train loss against training step"))
+    parts.append("<p class='how'>Mean token cross-entropy of each optimizer step's batch (packed training sequences).</p>")
+
+    parts.append("<h2>How the embeddings were initialised</h2>")
+    kinds = sorted({k for r in inits.values() for k in r["transfer"]["rows_by_evidence"]})
+    rows = [[n] + [r["transfer"]["rows_by_evidence"].get(k, 0) for k in kinds] + [r["seconds"]["init"]] for n, r in inits.items()]
+    parts.append(_table(["init"] + [f"rows: {k}" for k in kinds] + ["seconds"], rows))
+    parts.append("<p class='how'>special: special token copied by string or role; overlap: token present in both vocabularies "
+                 "(canonical byte form), row copied; pieces: mean of the rows of the source tokenizer's pieces of the token; "
+                 "mean: mean of all source rows; random: normal draw with the source rows' per-dimension mean and std.</p>")
+
+    tk = metrics["tokenization"]
+    parts.append("<h2>Tokenization</h2>")
+    cols = ["tokens_per_word", "tokens_per_byte"] + (["premium"] if tk["parallel_with"] else [])
+    rows = [[n] + [r.get(c) for c in cols] for n, r in tk["table"].items()]
+    parts.append(_table(["tokenizer"] + cols, rows))
+    parts.append(f"<p class='how'>On the {tk['split']} split ({tk['documents']} documents). fertility: {html.escape(defs['fertility'])}. "
+                 + (f"premium: {html.escape(defs['premium'])} ({tk['parallel_with']})." if tk["parallel_with"] else "") + "</p>")
+
+    parts.append("<h2>Samples (greedy, held-out prompts)</h2>")
+    parts.append("<p class='how'>Greedy decoding of 24 new tokens after the first words of held-out test documents, "
+                 "with no repeated 3-gram of tokens.</p>")
+    sample_rows = [("source model, no transfer", ref["samples"])] + [(n, r["samples"]) for n, r in inits.items()]
+    for n, samples in sample_rows:
+        parts.append(f"<h3>{html.escape(n)}</h3>")
+        for smp in samples:
+            parts.append(f"<pre><b>{html.escape(smp['prompt'])}</b>{html.escape(smp['continuation'])}</pre>")
+
+    parts.append("<h2>Settings</h2>")
+    parts.append(f"<pre>{html.escape(json.dumps({'settings': s, 'corpus': metrics['corpus']}, indent=2, ensure_ascii=False))}</pre>")
+    parts.append(f"<p class='how'>Training text: {metrics['train_tokens']:,} target tokens. Every number here is also in metrics.json.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out: str | Path, metrics: dict) -> Path:
+    """Write ``out/report.html`` (through a temporary file and a rename) and return its path."""
+    import os
+    import tempfile
+
+    out = Path(out)
+    path = out / "report.html"
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(render(metrics))
+    os.replace(tmp, path)
+    return path

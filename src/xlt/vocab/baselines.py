@@ -1,0 +1,108 @@
+"""Baseline initialisations: ``random``, ``mean`` and ``overlap`` (fast vocabulary transfer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from xlt.vocab.canon import canonical_vocab, special_token_ids, to_model_form, tokenizer_kind
+from xlt.vocab.mapping import TransferMapping
+from xlt.vocab.registry import TransferContext, register_init
+
+ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+def special_map(source_tok, target_tok) -> dict[int, int]:
+    """Target special-token id -> source id: same string first, then the same role (bos, eos, …)."""
+    src_vocab = source_tok.get_vocab()
+    src_special = special_token_ids(source_tok)
+    out: dict[int, int] = {}
+    for tid in special_token_ids(target_tok):
+        s = target_tok.convert_ids_to_tokens(tid)
+        if s in src_vocab and src_vocab[s] in src_special:
+            out[tid] = src_vocab[s]
+    for role in ROLES:
+        t, s = getattr(target_tok, role, None), getattr(source_tok, role, None)
+        if t is not None and s is not None:
+            tid, sid = target_tok.convert_tokens_to_ids(t), source_tok.convert_tokens_to_ids(s)
+            if tid is not None and sid is not None:
+                out.setdefault(tid, sid)
+    return out
+
+
+def _n(tok) -> int:
+    return len(tok)
+
+
+def _rows(ctx: TransferContext, fill: str) -> TransferMapping:
+    n_t, n_s = _n(ctx.target_tokenizer), _n(ctx.source_tokenizer)
+    specials = special_map(ctx.source_tokenizer, ctx.target_tokenizer)
+    rows, cols = list(specials), list(specials.values())
+    w = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_t, n_s))
+    evidence = ["special" if i in specials else fill for i in range(n_t)]
+    return TransferMapping(w, evidence, fill)
+
+
+@register_init("random", "normal draws with the source embeddings' per-dimension mean and std; specials copied")
+def random_init(ctx: TransferContext) -> TransferMapping:
+    return _rows(ctx, "random")
+
+
+@register_init("mean", "every new row is the mean of the source rows; specials copied")
+def mean_init(ctx: TransferContext) -> TransferMapping:
+    return _rows(ctx, "mean")
+
+
+@register_init("overlap", "shared tokens keep their source row; others the mean of their source-tokenizer pieces (FVT)")
+def overlap_init(ctx: TransferContext) -> TransferMapping:
+    """Fast vocabulary transfer: copy tokens present in both vocabularies (by canonical form); embed
+    every other target token as the mean of the rows of the pieces the *source* tokenizer splits its
+    text into; fall back to the mean source row when it cannot be split."""
+    src, tgt = ctx.source_tokenizer, ctx.target_tokenizer
+    n_t, n_s = _n(tgt), _n(src)
+    src_forms = canonical_vocab(src)
+    by_form: dict[bytes, int] = {}
+    for i, f in enumerate(src_forms):
+        if f is not None:
+            by_form.setdefault(f, i)
+    src_kind = tokenizer_kind(src)
+    src_model = src.backend_tokenizer.model
+    unk = src.unk_token_id
+    specials = special_map(src, tgt)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    evidence: list[str] = []
+    for tid, form in enumerate(canonical_vocab(tgt) + [None] * (n_t - len(canonical_vocab(tgt)))):
+        if tid in specials:
+            rows.append(tid), cols.append(specials[tid]), vals.append(1.0)
+            evidence.append("special")
+            continue
+        if form is not None and form in by_form:
+            rows.append(tid), cols.append(by_form[form]), vals.append(1.0)
+            evidence.append("overlap")
+            continue
+        pieces = _pieces(form, src_kind, src_model, n_s, unk)
+        if pieces:
+            for pid in pieces:  # repeated pieces count as often as they occur (mean over the piece list)
+                rows.append(tid), cols.append(pid), vals.append(1.0 / len(pieces))
+            evidence.append("pieces")
+        else:
+            evidence.append("mean")
+    w = sp.csr_matrix((vals, (rows, cols)), shape=(n_t, n_s))  # duplicates are summed
+    return TransferMapping(w, evidence, "overlap")
+
+
+def _pieces(form: bytes | None, kind, model, n_source: int, unk: int | None) -> list[int]:
+    if not form:
+        return []
+    s = to_model_form(form, kind)
+    if not s:
+        return []
+    try:
+        ids = [t.id for t in model.tokenize(s)]
+    except Exception:  # the tokenizers library refuses some inputs (e.g. no unk token for a char)
+        return []
+    if not ids or any(i >= n_source or i == unk for i in ids):
+        return []
+    return ids

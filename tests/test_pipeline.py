@@ -1,0 +1,175 @@
+"""``xlt adapt`` end to end on a tiny locally trained model and a synthetic parallel corpus."""
+
+import json
+import sys
+
+import pytest
+
+from xlt.adapt import TrainingInterrupted, run
+from xlt.errors import XltError
+
+ARGS = dict(target="sw", init="overlap,mean,random", steps=6, stage1_steps=3, vocab_size=350, batch_size=4,
+            seq_len=32, eval_every=2, eval_max_bytes=3000, samples=2, show_progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_source_dir, parallel_jsonl):
+    out = tmp_path_factory.mktemp("runs") / "sw"
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, **ARGS)
+    return out, res
+
+
+def test_outputs_load_with_plain_transformers(finished_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, res = finished_run
+    for name in ("overlap", "mean", "random"):
+        model = AutoModelForCausalLM.from_pretrained(out / name)
+        tok = AutoTokenizer.from_pretrained(out / name)
+        assert model.config.vocab_size == len(tok) == 350
+        ids = tok("Kali muna", return_tensors="pt").input_ids
+        assert model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+        assert (out / name / "transfer_mapping.npz").is_file() and (out / name / "metrics.json").is_file()
+    assert (out / "report.html").is_file() and json.loads((out / "run.json").read_text())["finished"]
+    assert not (out / ".work").exists()
+
+
+def test_metrics_are_complete_and_consistent(finished_run):
+    out, res = finished_run
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["summary"]) == {"overlap", "mean", "random"}
+    for name, r in m["inits"].items():
+        steps = [e["step"] for e in r["history"]["eval"]]
+        assert steps == [0, 2, 4, 6]
+        assert len(r["history"]["train"]) == 6
+        assert m["summary"][name]["bpb_step0"] == r["history"]["eval"][0]["bits_per_byte"]
+    assert m["summary"]["random"]["steps_saved_ratio"] == pytest.approx(1.0)
+    c = m["comparisons"]["overlap_vs_random_step0"]
+    assert c["bits_per_byte_lower_by"] == pytest.approx(m["summary"]["random"]["bpb_step0"] - m["summary"]["overlap"]["bpb_step0"])
+    assert m["tokenization"]["parallel_with"] == "eng" and "premium" in m["tokenization"]["table"]["target"]
+    assert m["reference"]["dev"]["bits_per_byte"] > 0
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "steps-saved ratio" in html and "http" not in html.split("<body>")[1]
+
+
+def test_overlap_beats_random_at_step0(finished_run):
+    """The source model was trained on a language sharing the syllable inventory: copying shared rows helps."""
+    m = finished_run[1].metrics
+    assert m["summary"]["overlap"]["bpb_step0"] < m["summary"]["random"]["bpb_step0"]
+
+
+def test_finished_run_is_refused_unless_overwrite(finished_run, tiny_source_dir, parallel_jsonl):
+    out, _ = finished_run
+    with pytest.raises(XltError, match="already holds a finished run") as e:
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, **ARGS)
+    assert "--overwrite" in e.value.fix
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_source_dir, parallel_jsonl, finished_run):
+    out = tmp_path / "sw"
+    args = {**ARGS, "init": "overlap,random"}
+    with pytest.raises(TrainingInterrupted):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, interrupt_at=3, **args)
+    assert not (out / "overlap").exists() and not (out / "report.html").exists()  # nothing half-written
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, **args)
+    ref = finished_run[1].metrics
+    for name in ("overlap", "random"):
+        assert [h["loss"] for h in res.metrics["inits"][name]["history"]["train"]] == \
+               [h["loss"] for h in ref["inits"][name]["history"]["train"]]
+        assert [e["bits_per_byte"] for e in res.metrics["inits"][name]["history"]["eval"]] == \
+               [e["bits_per_byte"] for e in ref["inits"][name]["history"]["eval"]]
+
+
+def test_unfinished_run_with_other_settings_is_refused(tmp_path, tiny_source_dir, parallel_jsonl):
+    out = tmp_path / "sw"
+    with pytest.raises(TrainingInterrupted):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, interrupt_at=1, **{**ARGS, "init": "mean"})
+    with pytest.raises(XltError, match="unfinished run with other settings"):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, **{**ARGS, "init": "mean", "steps": 8})
+
+
+# ---- bad input through the CLI: one clear error, exit code 2, no traceback, nothing written --------------
+def cli(monkeypatch, capsys, *args):
+    from xlt.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["xlt", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out + cap.err
+
+
+def _adapt(src, corpus, out, *extra):
+    return ["adapt", "--source", src, "--corpus", corpus, "--out", out, "--steps", "2", "--vocab-size", "350",
+            "--batch-size", "2", "--seq-len", "16", "--no-progress", *extra]
+
+
+def _corrupt_copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    f = dst / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return dst
+
+
+@pytest.mark.parametrize("case", ["unknown language", "language not in corpus", "empty corpus", "non-utf8 corpus",
+                                  "missing source", "corrupt safetensors", "vocab too small", "unknown init"])
+def test_bad_input_one_clear_error(case, tmp_path, monkeypatch, capsys, tiny_source_dir, parallel_jsonl):
+    src, corpus, extra = str(tiny_source_dir), str(parallel_jsonl), []
+    target = "sw"
+    expect = {"unknown language": "unknown language code 'xq'", "language not in corpus": "Hindi (hin) is not in",
+              "empty corpus": "empty or whitespace only", "non-utf8 corpus": "is not UTF-8",
+              "missing source": "does not exist", "corrupt safetensors": "corrupt or truncated",
+              "vocab too small": "smaller than the 3 special tokens", "unknown init": "unknown init method 'wechsle'"}[case]
+    if case == "unknown language":
+        target = "xq"
+    elif case == "language not in corpus":
+        target = "hi"
+    elif case == "empty corpus":
+        (tmp_path / "e.txt").write_text("  \n\n", encoding="utf-8")
+        corpus = str(tmp_path / "e.txt")
+    elif case == "non-utf8 corpus":
+        (tmp_path / "l.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+        corpus = str(tmp_path / "l.txt")
+    elif case == "missing source":
+        src = str(tmp_path / "nowhere")
+    elif case == "corrupt safetensors":
+        src = str(_corrupt_copy(tiny_source_dir, tmp_path / "corrupt"))
+    elif case == "vocab too small":
+        extra = ["--vocab-size", "2"]
+    elif case == "unknown init":
+        extra = ["--init", "overlap,wechsle"]
+    out = tmp_path / "out"
+    code, text = cli(monkeypatch, capsys, *_adapt(src, corpus, out, "--target", target, *extra))
+    assert code == 2, text
+    assert "error:" in text and expect in text and "fix:" in text
+    assert "Traceback" not in text
+    assert not out.exists()
+
+
+def test_cli_refuses_finished_run(finished_run, monkeypatch, capsys, tiny_source_dir, parallel_jsonl):
+    out, _ = finished_run
+    code, text = cli(monkeypatch, capsys, *_adapt(str(tiny_source_dir), str(parallel_jsonl), out))
+    assert code == 2 and "already holds a finished run" in text and "--overwrite" in text
+
+
+def test_every_command_has_help(monkeypatch, capsys):
+    for cmd in (["--help"], ["adapt", "--help"], ["inits", "--help"], ["models", "--help"], ["models", "prepare", "--help"],
+                ["models", "list", "--help"], ["corpus", "stats", "--help"]):
+        code, text = cli(monkeypatch, capsys, *cmd)
+        assert code == 0 and "Usage" in text
+
+
+def test_python_api_and_cli_share_defaults():
+    import inspect
+
+    from xlt.adapt import run as api
+    from xlt.cli.main import adapt as cmd
+
+    api_defaults = {k: v.default for k, v in inspect.signature(api).parameters.items()}
+    for name, p in inspect.signature(cmd).parameters.items():
+        key = {"progress": "show_progress"}.get(name, name)
+        default = p.default.default
+        if key in api_defaults and key not in ("out",):
+            assert default == api_defaults[key], name
