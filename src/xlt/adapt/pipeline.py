@@ -124,60 +124,64 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     need = min_vocab_size(src_tok)
     if vocab_size < need:
         train_tokenizer(src_tok, ["x"], vocab_size)  # raises the precise error
-    _check_out(out, settings, overwrite)
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`, only the main process writes files
+    main = state.is_main_process
     work = out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "run.json", {"finished": False, "settings": settings.as_dict()})
+    if main:
+        _check_out(out, settings, overwrite)
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "run.json", {"finished": False, "settings": settings.as_dict()})
+    state.wait_for_everyone()
 
     # -- target tokenizer (reused on resume) ------------------------------------------------------
     tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        tgt_tok = load_tokenizer(tok_dir)
-    else:
+    if main and not (tok_dir / "tokenizer.json").is_file():
         log(f"training a {vocab_size}-token target tokenizer on {len(train_texts):,} {tgt.name} documents")
-        tgt_tok = train_tokenizer(src_tok, train_texts, vocab_size)
         with atomic_dir(tok_dir, overwrite=True) as tmp:
-            tgt_tok.save_pretrained(tmp)
+            train_tokenizer(src_tok, train_texts, vocab_size).save_pretrained(tmp)
+    state.wait_for_everyone()
+    tgt_tok = load_tokenizer(tok_dir)
 
-    # -- the no-transfer reference and tokenization table (cached) -------------------------------
+    # -- the no-transfer reference (cached) and the tokenization table ----------------------------
     ref_path = work / "reference.json"
-    if ref_path.is_file():
-        reference = json.loads(ref_path.read_text())
-    else:
+    if main and not ref_path.is_file():
         log("evaluating the source model with its own tokenizer (no-transfer reference)")
         src_model = load_model(src_folder, allow_pickle=allow_pickle)
-        prompts = prompts_from(test_texts, samples)
-        reference = {
+        write_json_atomic(ref_path, {
             "dev": bits_per_byte(src_model, src_tok, dev_texts, settings.eval_window).as_dict(),
             "test": bits_per_byte(src_model, src_tok, test_texts, settings.eval_window).as_dict(),
-            "samples": greedy_samples(src_model, src_tok, prompts),
-        }
+            "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, samples)),
+        })
         del src_model
-        write_json_atomic(ref_path, reference)
-    tokenization = _tokenization(corp, tgt, src_lang, src_tok, tgt_tok)
-
     ids_path = work / "train_ids.npy"
-    if ids_path.is_file():
-        stream = np.load(ids_path)
-    else:
-        stream = pack_stream(tgt_tok, train_texts, boundary_token_id(tgt_tok))
-        np.save(ids_path, stream)
+    if main and not ids_path.is_file():
+        np.save(ids_path, pack_stream(tgt_tok, train_texts, boundary_token_id(tgt_tok)))
+    state.wait_for_everyone()
+    reference = json.loads(ref_path.read_text())
+    stream = np.load(ids_path)
     blocks = PackedBlocks(stream, cfg.seq_len, cfg.seed)
 
     # -- one model per init -----------------------------------------------------------------------
     results = {}
     for name in inits:
         results[name] = _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg,
-                                  dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log)
+                                  dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log, state)
 
-    metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
-    write_json_atomic(out / "metrics.json", metrics)
-    from xlt.report import write_report
+    report = out / "report.html"
+    metrics = {}
+    if main:
+        tokenization = _tokenization(corp, tgt, src_lang, src_tok, tgt_tok)
+        metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
+        write_json_atomic(out / "metrics.json", metrics)
+        from xlt.report import write_report
 
-    report = write_report(out, metrics)
-    shutil.rmtree(work, ignore_errors=True)
-    write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
-    log(f"report: {report.resolve()}")
+        report = write_report(out, metrics)
+        shutil.rmtree(work, ignore_errors=True)
+        write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
+        log(f"report: {report.resolve()}")
+    state.wait_for_everyone()
     return RunResult(out, metrics, report)
 
 
@@ -197,10 +201,11 @@ def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
 
 
 def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg, dev_texts, test_texts,
-              settings, allow_pickle, show_progress, interrupt_at, log) -> dict:
+              settings, allow_pickle, show_progress, interrupt_at, log, state) -> dict:
     final = out / name
     if (final / "metrics.json").is_file():
-        log(f"[{name}] already finished, reusing {final}")
+        if state.is_main_process:
+            log(f"[{name}] already finished, reusing {final}")
         return json.loads((final / "metrics.json").read_text())
     t0 = time.time()
     model = load_model(src_folder, allow_pickle=allow_pickle)
@@ -208,7 +213,8 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     mapping = build_mapping(name, ctx)
     transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
     t_map = time.time() - t0
-    log(f"[{name}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
+    if state.is_main_process:
+        log(f"[{name}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
 
     def evaluate(m, step):
         return {"bits_per_byte": bits_per_byte(m, tgt_tok, dev_texts, settings.eval_window).bits_per_byte}
@@ -220,6 +226,9 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     t_train = time.time() - t1
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return {}
     test = bits_per_byte(model, tgt_tok, test_texts, settings.eval_window).as_dict()
     samples = greedy_samples(model, tgt_tok, prompts_from(test_texts, settings.samples))
     res = {
@@ -240,6 +249,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
         write_json_atomic(tmp / "metrics.json", res)
     shutil.rmtree(work / name, ignore_errors=True)
+    state.wait_for_everyone()
     return res
 
 
