@@ -48,21 +48,27 @@ def _bible(arg: str, lang: str | None) -> Corpus:
     return BibleCorpus(versions)
 
 
+def _existing(path: str, scheme: str) -> str:
+    if not Path(path).exists():
+        raise XltError(f"corpus path {path!r} does not exist", f"check the path in --corpus {scheme}:PATH")
+    return path
+
+
 @register_corpus("text")
 def _text(arg: str, lang: str | None) -> Corpus:
-    return TextCorpus(arg, lang)
+    return TextCorpus(_existing(arg, "text"), lang)
 
 
 @register_corpus("jsonl")
 def _jsonl(arg: str, lang: str | None) -> Corpus:
     path, field = _split_field(arg, "text")
-    return JsonlCorpus(path, lang, text_field=field)
+    return JsonlCorpus(_existing(path, "jsonl"), lang, text_field=field)
 
 
 @register_corpus("hf")
 def _hf(arg: str, lang: str | None) -> Corpus:
     path, field = _split_field(arg, "text")
-    return HFDatasetCorpus(path, lang, text_field=field)
+    return HFDatasetCorpus(_existing(path, "hf"), lang, text_field=field)
 
 
 def open_corpus(spec: str | Corpus, lang: str | None = None) -> Corpus:
@@ -75,16 +81,16 @@ def open_corpus(spec: str | Corpus, lang: str | None = None) -> Corpus:
     if not sep and scheme in CORPORA and scheme == "bible":
         return CORPORA["bible"]("", lang)
     path = Path(spec)
+    if not path.exists():
+        raise XltError(
+            f"cannot open corpus {spec!r}: not a known corpus name and no such file",
+            f"use one of: bible, text:PATH, jsonl:PATH[#FIELD], hf:PATH[#COLUMN] (registered: {', '.join(sorted(CORPORA))})",
+        )
     if path.suffix == ".jsonl":
         return JsonlCorpus(path, lang)
     if path.is_dir():
         return HFDatasetCorpus(path, lang)
-    if path.suffix in {".txt", ".text"} or path.is_file():
-        return TextCorpus(path, lang)
-    raise XltError(
-        f"cannot open corpus {spec!r}: not a known corpus name and no such file",
-        f"use one of: bible, text:PATH, jsonl:PATH[#FIELD], hf:PATH[#COLUMN] (registered: {', '.join(sorted(CORPORA))})",
-    )
+    return TextCorpus(path, lang)
 
 
 __all__ = [
