@@ -32,6 +32,7 @@ from xlt.languages import resolve
 from xlt.models import check_model_folder, load_model, load_tokenizer, resolve_source
 from xlt.util import atomic_dir, write_json_atomic
 from xlt.vocab import TransferContext, build_mapping, parse_inits, train_tokenizer, transfer_model
+from xlt.vocab.compare import leave_one_out
 from xlt.vocab.tokenizer import min_vocab_size
 
 
@@ -48,6 +49,8 @@ class AdaptSettings:
     eval_max_bytes: int = 20000
     eval_window: int = 512
     samples: int = 3
+    init_options: dict = field(default_factory=dict)
+    loo_tokens: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def as_dict(self) -> dict:
@@ -88,8 +91,9 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
         out: str | Path = "runs/adapt", steps: int = 300, stage1_steps: int | None = None, vocab_size: int = 8000,
         batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4, embedding_lr: float = 1e-3,
         eval_every: int | None = None, eval_max_bytes: int = 20000, save_every: int | None = None, seed: int = 0,
-        source_lang: str = "en", samples: int = 3, overwrite: bool = False, allow_pickle: bool = False,
-        show_progress: bool = True, interrupt_at: int | None = None, log=print) -> RunResult:
+        source_lang: str = "en", samples: int = 3, init_options: dict | None = None, loo_tokens: int = 200,
+        overwrite: bool = False, allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
+        log=print) -> RunResult:
     """Adapt ``source`` to language ``target`` with each init in ``init``; what ``xlt adapt`` runs.
 
     ``stage1_steps`` defaults to a third of ``steps``; ``eval_every`` to a tenth; ``save_every`` to
@@ -106,7 +110,9 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
                       eval_every=eval_every, save_every=save_every or eval_every, seed=seed)
     cfg.validate()
     settings = AdaptSettings(source=str(source), target=tgt.code, corpus=str(corpus), inits=inits, source_lang=src_lang.code,
-                             vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples, train=cfg)
+                             vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples,
+                             init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
+                             loo_tokens=loo_tokens, train=cfg)
     # -- everything that can be checked cheaply, before any heavy work -------------------------
     corp = open_corpus(corpus, tgt.code)
     corp.language(tgt)
@@ -209,10 +215,15 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         return json.loads((final / "metrics.json").read_text())
     t0 = time.time()
     model = load_model(src_folder, allow_pickle=allow_pickle)
-    ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code)
+    ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code,
+                          options=dict(settings.init_options))
+    t_loaded = time.time()
+    n_loo = settings.loo_tokens
+    loo = leave_one_out(name, ctx, model.get_input_embeddings().weight, n_loo) if n_loo else None
+    t_loo = time.time() - t_loaded
     mapping = build_mapping(name, ctx)
     transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
-    t_map = time.time() - t0
+    t_map = time.time() - t_loaded - t_loo
     if state.is_main_process:
         log(f"[{name}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
 
@@ -234,12 +245,13 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     res = {
         "init": name,
         "transfer": mapping.summary(),
+        "leave_one_out": loo,
         "history": history,
         "bpb_step0": history["eval"][0]["bits_per_byte"],
         "bpb_final": history["eval"][-1]["bits_per_byte"],
         "test": test,
         "samples": samples,
-        "seconds": {"init": t_map, "train": t_train, "total": time.time() - t0},
+        "seconds": {"init": t_map, "leave_one_out": t_loo, "train": t_train, "total": time.time() - t0},
         "trainable_parameters": {"stage1": sum(p.numel() for p in _emb(model)), "stage2": sum(p.numel() for p in model.parameters())},
     }
     with atomic_dir(final, overwrite=True) as tmp:
@@ -277,13 +289,19 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
     rnd = results.get("random")
     goal = rnd["bpb_final"] if rnd else None
     for name, r in results.items():
+        shares = r["transfer"]["share_by_evidence"]
         row = {"bpb_step0": r["bpb_step0"], "bpb_final": r["bpb_final"], "test_bpb_final": r["test"]["bits_per_byte"],
+               "loo_cosine": (r.get("leave_one_out") or {}).get("mean_cosine"),
+               "overlap_share": shares.get("overlap", 0.0) + shares.get("special", 0.0),
+               "fallback_share": shares.get("mean", 0.0) + shares.get("random", 0.0),
                "seconds": r["seconds"]["total"]}
         if goal is not None:
             reached = steps_to_reach(r["history"]["eval"], goal)
             row["steps_to_random_final"] = reached
             row["steps_saved_ratio"] = (settings.train.steps / reached) if reached else None
         summary[name] = row
+    for rank, name in enumerate(sorted(summary, key=lambda n: summary[n]["bpb_final"]), 1):
+        summary[name]["rank"] = rank
     comparisons = {}
     if "overlap" in results and "random" in results:
         d = results["random"]["bpb_step0"] - results["overlap"]["bpb_step0"]
@@ -312,6 +330,11 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
                                      "bits/byte is at or below random init's final dev bits/byte",
             "steps_saved_ratio": "total steps / steps_to_random_final (>1: the init reaches random's end result sooner)",
             "fertility": "tokens per whitespace-separated word (no special tokens)",
+            "rank": "order of dev bits/byte after the last training step (1 = lowest)",
+            "loo_cosine": "leave-one-out reconstruction: overlapping tokens held out from copying (a seeded sample), rebuilt "
+                          "from the method's other evidence; mean cosine to their true source rows",
+            "overlap_share": "share of target rows copied from an identical source token (overlap or special)",
+            "fallback_share": "share of target rows with no evidence (mean or random fill)",
             "premium": "tokens the tokenizer needs for the target text / tokens the source tokenizer needs for the parallel "
                        "source-language text",
         },

@@ -46,6 +46,10 @@ def adapt(
     seed: int = typer.Option(0, help="Seed for inits and data order."),
     source_lang: str = typer.Option("en", help="Source model's language (for premium on parallel text)."),
     samples: int = typer.Option(3, help="Greedy continuations of held-out prompts per model."),
+    dictionary: Optional[str] = typer.Option(None, help="Bilingual dictionary for wechsel: TSV path or freedict:eng-swh [default: induced from the parallel corpus]."),
+    init_option: Optional[list[str]] = typer.Option(None, "--init-option", "-O",
+                                                    help="KEY=VALUE for init methods (repeatable), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
+    loo_tokens: int = typer.Option(200, help="Overlapping tokens held out for the leave-one-out comparison (0 skips it)."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -59,8 +63,27 @@ def adapt(
     run(source=source, target=target, corpus=corpus, init=init, out=out, steps=steps, stage1_steps=stage1_steps,
         vocab_size=vocab_size, batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
-        seed=seed, source_lang=source_lang, samples=samples, overwrite=overwrite, allow_pickle=allow_pickle,
+        seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary),
+        loo_tokens=loo_tokens, overwrite=overwrite, allow_pickle=allow_pickle,
         show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False))
+
+
+def parse_options(items: list[str] | None, dictionary: str | None = None) -> dict:
+    """``["k=3", "flag=true", "path=x.bin"]`` -> ``{"k": 3, "flag": True, "path": "x.bin"}`` (JSON values where they parse)."""
+    import json
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise XltError(f"cannot read init option {item!r}", "write it as KEY=VALUE, e.g. -O wechsel_k=5")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if dictionary:
+        out["dictionary"] = dictionary
+    return out
 
 
 @app.command()

@@ -74,14 +74,22 @@ def render(metrics: dict) -> str:
                  f"({ref['dev']['bytes']:,} bytes used). Steps before the dotted line train the embeddings only.</p>")
 
     parts.append("<h2>Results</h2>")
-    rows = [["source model, no transfer (own tokenizer)", ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"], None, None, None]]
-    for n, r in summ.items():
-        rows.append([n, r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
+    rows = [["source model, no transfer (own tokenizer)", None, ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"], None, None, None]]
+    for n, r in sorted(summ.items(), key=lambda kv: kv[1].get("rank", 0)):
+        rows.append([n, r.get("rank"), r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
                      r.get("steps_saved_ratio"), r["seconds"]])
-    parts.append(_table(["init", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
-                         "steps to reach random's final", "steps-saved ratio", "seconds"], rows, best_col=2))
+    parts.append(_table(["init", "rank", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
+                         "steps to reach random's final", "steps-saved ratio", "seconds"], rows, best_col=3))
     parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
-                 ("bpb_step0", "bpb_final", "test_bpb_final", "steps_to_random_final", "steps_saved_ratio")) + "</p>")
+                 ("rank", "bpb_step0", "bpb_final", "test_bpb_final", "steps_to_random_final", "steps_saved_ratio")) + "</p>")
+
+    parts.append("<h2>Comparison without training</h2>")
+    rows = [[n, r.get("loo_cosine"), r["bpb_step0"], r.get("overlap_share"), r.get("fallback_share")]
+            for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_step0"])]
+    parts.append(_table(["init", "leave-one-out cosine (higher is better)", "dev bpb at step 0", "overlap share",
+                         "fallback share"], rows, best_col=2))
+    parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in ("loo_cosine", "overlap_share", "fallback_share")
+                                                if k in defs) + "</p>")
 
     parts.append("<h2>Training loss</h2>")
     parts.append(_img(loss_curves({n: [(h["step"], h["loss"]) for h in r["history"]["train"]] for n, r in inits.items()}),
@@ -94,6 +102,8 @@ def render(metrics: dict) -> str:
     parts.append(_table(["init"] + [f"rows: {k}" for k in kinds] + ["seconds"], rows))
     parts.append("<p class='how'>special: special token copied by string or role; overlap: token present in both vocabularies "
                  "(canonical byte form), row copied; pieces: mean of the rows of the source tokenizer's pieces of the token; "
+                 "neighbours: similarity-weighted mix of source rows (wechsel: top-k softmax; focus: sparsemax over overlapping "
+                 "tokens); alignment: count-weighted mix of the source tokens it aligns to in parallel text; "
                  "mean: mean of all source rows; random: normal draw with the source rows' per-dimension mean and std.</p>")
 
     tk = metrics["tokenization"]

@@ -5,6 +5,7 @@ Methods are registered by name (``INITS``); each returns a :class:`TransferMappi
 """
 
 from xlt.vocab import baselines as _baselines  # noqa: F401  (registers random, mean, overlap)
+from xlt.vocab import similarity as _similarity  # noqa: F401  (registers wechsel, focus)
 from xlt.vocab.canon import canonical_vocab, tokenizer_kind
 from xlt.vocab.mapping import TransferMapping, mix_rows
 from xlt.vocab.registry import INITS, TransferContext, available_inits, get_init, parse_inits, register_init

@@ -30,6 +30,23 @@ def special_map(source_tok, target_tok) -> dict[int, int]:
     return out
 
 
+def overlap_pairs(source_tok, target_tok, exclude: frozenset[int] | set[int] = frozenset()) -> dict[int, int]:
+    """Target id -> source id for non-special tokens with the same canonical byte form (first source id wins).
+
+    Target ids in ``exclude`` are treated as not overlapping (used to hold tokens out for evaluation)."""
+    by_form: dict[bytes, int] = {}
+    for i, f in enumerate(canonical_vocab(source_tok)):
+        if f is not None:
+            by_form.setdefault(f, i)
+    return {t: by_form[f] for t, f in enumerate(canonical_vocab(target_tok))
+            if f is not None and f in by_form and t not in exclude}
+
+
+def held_out(ctx: TransferContext) -> frozenset[int]:
+    """Target ids a comparison asks methods to reconstruct instead of copying (``ctx.options['holdout']``)."""
+    return frozenset(ctx.options.get("holdout", ()))
+
+
 def _n(tok) -> int:
     return len(tok)
 
@@ -60,11 +77,7 @@ def overlap_init(ctx: TransferContext) -> TransferMapping:
     text into; fall back to the mean source row when it cannot be split."""
     src, tgt = ctx.source_tokenizer, ctx.target_tokenizer
     n_t, n_s = _n(tgt), _n(src)
-    src_forms = canonical_vocab(src)
-    by_form: dict[bytes, int] = {}
-    for i, f in enumerate(src_forms):
-        if f is not None:
-            by_form.setdefault(f, i)
+    copies = overlap_pairs(src, tgt, held_out(ctx))
     src_kind = tokenizer_kind(src)
     src_model = src.backend_tokenizer.model
     unk = src.unk_token_id
@@ -78,8 +91,8 @@ def overlap_init(ctx: TransferContext) -> TransferMapping:
             rows.append(tid), cols.append(specials[tid]), vals.append(1.0)
             evidence.append("special")
             continue
-        if form is not None and form in by_form:
-            rows.append(tid), cols.append(by_form[form]), vals.append(1.0)
+        if tid in copies:
+            rows.append(tid), cols.append(copies[tid]), vals.append(1.0)
             evidence.append("overlap")
             continue
         pieces = _pieces(form, src_kind, src_model, n_s, unk)

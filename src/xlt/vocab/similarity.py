@@ -1,0 +1,185 @@
+"""WECHSEL and FOCUS: target tokens as similarity-weighted mixtures of source tokens.
+
+Both build the sparse mixing matrix of :class:`~xlt.vocab.mapping.TransferMapping`; the embeddings
+themselves come from :func:`~xlt.vocab.transfer.transfer_model`, for input embeddings and untied heads alike.
+
+``wechsel`` (Minixhofer et al., 2022): source and target fastText spaces aligned by orthogonal
+Procrustes on a bilingual dictionary; every token embedded as ``fastText(decode(token).strip())``; each
+target token = softmax(sim/τ)-weighted mean of its k most similar source tokens (k=10, τ=0.1, as the
+reference). xlt copies overlapping tokens by default; ``wechsel_faithful=True`` copies only special
+tokens, like the reference package (then identical tokenizers are, correctly, not the identity).
+
+``focus`` (Dobler & de Melo, 2023): overlapping tokens keep their source rows; every other target token
+is a sparsemax-weighted combination of the overlapping tokens' rows, by cosine similarity in a fastText
+space trained on target text tokenised with the target tokenizer (cbow, dim 100, 3 epochs, minCount 10,
+as the reference). Overlapping tokens without a fastText vector are not used as anchors; new tokens
+without one get random rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from xlt.errors import XltError
+from xlt.vocab.baselines import held_out, overlap_pairs, special_map
+from xlt.vocab.mapping import TransferMapping
+from xlt.vocab.neighbours import normalise_rows, procrustes, softmax_weights, sparsemax_rows, topk_cosine
+from xlt.vocab.registry import TransferContext, register_init
+from xlt.vocab.wordvec import FastTextConfig, WordVectors, check_same_dim, load_word_vectors, train_fasttext
+
+
+# -- resources --------------------------------------------------------------------------------------------
+def _texts(ctx: TransferContext, lang: str, what: str) -> list[str]:
+    if ctx.corpus is None:
+        raise XltError(f"{what} needs text in {lang}, but no corpus was given", "pass a corpus (e.g. --corpus bible)")
+    return ctx.corpus.texts(lang, "train")
+
+
+def word_vectors(ctx: TransferContext, side: str) -> WordVectors:
+    """Source or target word vectors: a user file (``{side}_vectors`` option) or fastText trained on the corpus."""
+    path = ctx.options.get(f"{side}_vectors")
+    if path:
+        return load_word_vectors(path)
+    lang = ctx.source_lang if side == "source" else ctx.target_lang
+    cfg = FastTextConfig(dim=int(ctx.options.get("fasttext_dim", 100)), epoch=int(ctx.options.get("fasttext_epochs", 5)),
+                         min_count=int(ctx.options.get("fasttext_min_count", 5)), minn=5, maxn=5, seed=ctx.seed)
+    return train_fasttext(_texts(ctx, lang, f"WECHSEL's {side} word vectors"), cfg, label=f"{side} ({lang}) text")
+
+
+def dictionary_pairs(ctx: TransferContext) -> tuple[list[tuple[str, str]], str]:
+    """Bilingual dictionary: the ``dictionary`` option (TSV path or ``freedict:eng-swh``) or induced from the parallel corpus."""
+    from xlt.vocab import dictionary as dct
+
+    spec = ctx.options.get("dictionary")
+    if spec and str(spec).startswith("freedict:"):
+        d = dct.read_freedict(str(spec).split(":", 1)[1])
+    elif spec:
+        d = dct.Dictionary.load_tsv(spec)
+    else:
+        if ctx.corpus is None:
+            raise XltError("WECHSEL needs a bilingual dictionary", "pass dictionary=PATH or a parallel corpus to induce one from")
+        d = dct.induce_from_parallel(ctx.corpus, ctx.source_lang, ctx.target_lang)
+    return list(d.pairs), d.source
+
+
+def align_spaces(src: WordVectors, tgt: WordVectors, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
+    """Procrustes rotation mapping source vectors onto target vectors, from dictionary pairs found in both
+    vocabularies (each side tried as-is, lower-case and title-case, like the reference)."""
+    check_same_dim(src, tgt)
+    xs, ys = [], []
+    for s, t in pairs:
+        for sw in (s, s.lower(), s.title()):
+            for tw in (t, t.lower(), t.title()):
+                if sw in src and tw in tgt:
+                    xs.append(sw)
+                    ys.append(tw)
+    if not xs:
+        raise XltError("no dictionary pair has both words in the word-vector vocabularies",
+                       "give a dictionary for this language pair, or more text for the word vectors")
+    return procrustes(src.vectors(xs), tgt.vectors(ys)), len(xs)
+
+
+def decoded_tokens(tok) -> list[str]:
+    """``decode(id).strip()`` for every id: the word-like string a token stands for (what WECHSEL embeds)."""
+    return [s.strip() for s in tok.batch_decode([[i] for i in range(len(tok))])]
+
+
+# -- the maths, given vectors -----------------------------------------------------------------------------
+def wechsel_mapping(source_tok, target_tok, src_vecs: WordVectors, tgt_vecs: WordVectors, rotation: np.ndarray | None,
+                    k: int = 10, temperature: float = 0.1, copy_overlap: bool = True,
+                    exclude: frozenset[int] = frozenset()) -> TransferMapping:
+    n_t, n_s = len(target_tok), len(source_tok)
+    s_emb = src_vecs.vectors(decoded_tokens(source_tok))
+    if rotation is not None:
+        s_emb = s_emb @ rotation.astype(np.float32)
+    t_emb = tgt_vecs.vectors(decoded_tokens(target_tok))
+    s_emb, t_emb = normalise_rows(s_emb), normalise_rows(t_emb)
+    evidence = ["neighbours"] * n_t
+    fixed: dict[int, int] = dict(special_map(source_tok, target_tok))
+    for t in fixed:
+        evidence[t] = "special"
+    if copy_overlap:
+        for t, s in overlap_pairs(source_tok, target_tok, exclude).items():
+            if t not in fixed:
+                fixed[t] = s
+                evidence[t] = "overlap"
+    zero = ~np.any(t_emb != 0, axis=1)
+    todo = np.array([i for i in range(n_t) if i not in fixed and not zero[i]], dtype=np.int64)
+    for i in range(n_t):
+        if i not in fixed and zero[i]:
+            evidence[i] = "random"
+    sims, idx = topk_cosine(t_emb[todo], s_emb, k)
+    w = softmax_weights(sims, temperature)
+    rows = np.concatenate([np.repeat(todo, idx.shape[1]), np.array(list(fixed), dtype=np.int64)])
+    cols = np.concatenate([idx.ravel(), np.array(list(fixed.values()), dtype=np.int64)])
+    vals = np.concatenate([w.ravel(), np.ones(len(fixed))])
+    W = sp.csr_matrix((vals, (rows, cols)), shape=(n_t, n_s))
+    return TransferMapping(W, evidence, "wechsel", {"neighbours": k, "temperature": temperature,
+                                                    "copy_overlap": copy_overlap})
+
+
+def focus_mapping(source_tok, target_tok, token_vecs: WordVectors, exclude: frozenset[int] = frozenset()) -> TransferMapping:
+    n_t, n_s = len(target_tok), len(source_tok)
+    native = target_tok.convert_ids_to_tokens(list(range(n_t)))
+    fixed: dict[int, int] = dict(special_map(source_tok, target_tok))
+    evidence = ["random"] * n_t
+    for t in fixed:
+        evidence[t] = "special"
+    overlap = {t: s for t, s in overlap_pairs(source_tok, target_tok, exclude).items() if t not in fixed}
+    for t, s in overlap.items():
+        fixed[t] = s
+        evidence[t] = "overlap"
+
+    def has_vector(i: int) -> bool:
+        return native[i] in token_vecs and bool(np.any(token_vecs.vector(native[i]) != 0))
+
+    anchors = np.array([t for t in overlap if has_vector(t)], dtype=np.int64)
+    new = np.array([i for i in range(n_t) if i not in fixed and has_vector(i)], dtype=np.int64)
+    rows = [np.array(list(fixed), dtype=np.int64)]
+    cols = [np.array(list(fixed.values()), dtype=np.int64)]
+    vals = [np.ones(len(fixed))]
+    if len(anchors) and len(new):
+        a = normalise_rows(token_vecs.vectors([native[i] for i in anchors]))
+        q = normalise_rows(token_vecs.vectors([native[i] for i in new]))
+        r, c, v = sparsemax_rows(q, a)
+        rows.append(new[r])
+        cols.append(np.array([overlap[int(t)] for t in anchors[c]], dtype=np.int64))
+        vals.append(v)
+        for i in new:
+            evidence[i] = "neighbours"
+    W = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_t, n_s))
+    return TransferMapping(W, evidence, "focus", {"anchors": int(len(anchors))})
+
+
+# -- registered methods -----------------------------------------------------------------------------------
+@register_init("wechsel", "aligned fastText spaces (Procrustes on a dictionary), top-10 softmax(sim/0.1) source neighbours")
+def wechsel_init(ctx: TransferContext) -> TransferMapping:
+    src, tgt = word_vectors(ctx, "source"), word_vectors(ctx, "target")
+    pairs, origin = dictionary_pairs(ctx)
+    rotation, used = align_spaces(src, tgt, pairs)
+    faithful = bool(ctx.options.get("wechsel_faithful", False))
+    m = wechsel_mapping(ctx.source_tokenizer, ctx.target_tokenizer, src, tgt, rotation,
+                        k=int(ctx.options.get("wechsel_k", 10)), temperature=float(ctx.options.get("wechsel_temperature", 0.1)),
+                        copy_overlap=not faithful, exclude=held_out(ctx))
+    m.notes.update({"dictionary": origin, "dictionary_pairs": len(pairs), "alignment_pairs": used, "faithful": faithful})
+    return m
+
+
+def token_vectors(ctx: TransferContext) -> WordVectors:
+    """FOCUS's auxiliary space: fastText over target text tokenised with the target tokenizer."""
+    path = ctx.options.get("focus_vectors")
+    if path:
+        return load_word_vectors(path)
+    tok = ctx.target_tokenizer
+    texts = _texts(ctx, ctx.target_lang, "FOCUS")
+    id2tok = tok.convert_ids_to_tokens(list(range(len(tok))))
+    lines = [" ".join(id2tok[i] for i in ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    cfg = FastTextConfig(dim=100, epoch=int(ctx.options.get("focus_epochs", 3)), min_count=int(ctx.options.get("focus_min_count", 10)),
+                         minn=3, maxn=6, seed=ctx.seed)
+    return train_fasttext(lines, cfg, label=f"target ({ctx.target_lang}) text for FOCUS", pretokenized=True)
+
+
+@register_init("focus", "overlap copied; new tokens = sparsemax mix of overlapping tokens by target token-level fastText similarity")
+def focus_init(ctx: TransferContext) -> TransferMapping:
+    return focus_mapping(ctx.source_tokenizer, ctx.target_tokenizer, token_vectors(ctx), held_out(ctx))
