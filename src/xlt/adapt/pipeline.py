@@ -51,6 +51,7 @@ class AdaptSettings:
     samples: int = 3
     init_options: dict = field(default_factory=dict)
     loo_tokens: int = 200
+    romanize: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def as_dict(self) -> dict:
@@ -92,6 +93,7 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
         batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4, embedding_lr: float = 1e-3,
         eval_every: int | None = None, eval_max_bytes: int = 20000, save_every: int | None = None, seed: int = 0,
         source_lang: str = "en", samples: int = 3, init_options: dict | None = None, loo_tokens: int = 200,
+        romanize: bool = False,
         overwrite: bool = False, allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
         log=print) -> RunResult:
     """Adapt ``source`` to language ``target`` with each init in ``init``; what ``xlt adapt`` runs.
@@ -112,10 +114,15 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     settings = AdaptSettings(source=str(source), target=tgt.code, corpus=str(corpus), inits=inits, source_lang=src_lang.code,
                              vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples,
                              init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
-                             loo_tokens=loo_tokens, train=cfg)
+                             loo_tokens=loo_tokens, romanize=romanize, train=cfg)
     # -- everything that can be checked cheaply, before any heavy work -------------------------
     corp = open_corpus(corpus, tgt.code)
     corp.language(tgt)
+    native = corp
+    if romanize:
+        from xlt.data import RomanizedCorpus
+
+        corp = RomanizedCorpus(corp, tgt)
     train_texts = corp.texts(tgt, "train")
     dev_texts = truncate_texts(corp.texts(tgt, "dev"), eval_max_bytes)
     test_texts = truncate_texts(corp.texts(tgt, "test"), eval_max_bytes)
@@ -159,6 +166,8 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
             "dev": bits_per_byte(src_model, src_tok, dev_texts, settings.eval_window).as_dict(),
             "test": bits_per_byte(src_model, src_tok, test_texts, settings.eval_window).as_dict(),
             "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, samples)),
+            **({"native_script_dev": bits_per_byte(src_model, src_tok, truncate_texts(native.texts(tgt, "dev"), eval_max_bytes),
+                                                   settings.eval_window).as_dict()} if romanize else {}),
         })
         del src_model
     ids_path = work / "train_ids.npy"

@@ -49,6 +49,7 @@ def adapt(
     dictionary: Optional[str] = typer.Option(None, help="Bilingual dictionary for wechsel: TSV path or freedict:eng-swh [default: induced from the parallel corpus]."),
     init_option: Optional[list[str]] = typer.Option(None, "--init-option", "-O",
                                                     help="KEY=VALUE for init methods (repeatable), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
+    romanize: bool = typer.Option(False, help="Train and evaluate on uroman-romanised target text (non-Latin scripts)."),
     loo_tokens: int = typer.Option(200, help="Overlapping tokens held out for the leave-one-out comparison (0 skips it)."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
@@ -64,7 +65,7 @@ def adapt(
         vocab_size=vocab_size, batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary),
-        loo_tokens=loo_tokens, overwrite=overwrite, allow_pickle=allow_pickle,
+        loo_tokens=loo_tokens, romanize=romanize, overwrite=overwrite, allow_pickle=allow_pickle,
         show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False))
 
 

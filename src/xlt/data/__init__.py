@@ -1,1 +1,5 @@
-"""Reserved for the data capability (see the project's issues)."""
+"""Data preparation: romanisation (uroman) of corpora."""
+
+from xlt.data.romanize import RomanizedCorpus, romanize_texts
+
+__all__ = ["RomanizedCorpus", "romanize_texts"]

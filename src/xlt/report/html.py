@@ -67,6 +67,11 @@ def render(metrics: dict) -> str:
         parts.append(f"<p><b>Before any training, <code>overlap</code> is {comp['bits_per_byte_lower_by']:.3f} bits/byte "
                      f"lower than <code>random</code> ({100 * comp['relative']:.1f}% lower).</b></p>")
 
+    if "native_script_dev" in ref:
+        parts.append(f"<p>Target text romanised with uroman. Source model, no transfer, on the dev split: "
+                     f"<b>{ref['native_script_dev']['bits_per_byte']:.3f}</b> bits/byte in the native script "
+                     f"({ref['native_script_dev']['bytes']:,} bytes), <b>{ref['dev']['bits_per_byte']:.3f}</b> romanised "
+                     f"({ref['dev']['bytes']:,} bytes). All other numbers are on romanised text.</p>")
     parts.append("<h2>Bits per byte during training</h2>")
     curves = {n: [(e["step"], e["bits_per_byte"]) for e in r["history"]["eval"]] for n, r in inits.items()}
     parts.append(_img(bpb_curves(curves, ref["dev"]["bits_per_byte"], t["stage1_steps"]), "dev bits per byte against training step"))
