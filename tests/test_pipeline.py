@@ -173,3 +173,20 @@ def test_python_api_and_cli_share_defaults():
         default = p.default.default
         if key in api_defaults and key not in ("out",):
             assert default == api_defaults[key], name
+
+
+def test_published_methods_end_to_end(tmp_path, tiny_source_dir, parallel_jsonl, monkeypatch):
+    """wechsel and focus through `xlt adapt` on the tiny parallel corpus: vectors trained, dictionary induced."""
+    pytest.importorskip("fasttext")
+    monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
+    opts = {"fasttext_min_count": 2, "fasttext_epochs": 2, "focus_min_count": 2}
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "sw",
+              **{**ARGS, "init": "wechsel,focus", "steps": 2, "stage1_steps": 1, "eval_every": 1}, init_options=opts, loo_tokens=30)
+    m = res.metrics
+    for name in ("wechsel", "focus"):
+        r = m["inits"][name]
+        assert r["transfer"]["rows_by_evidence"].get("neighbours", 0) > 0
+        assert r["leave_one_out"]["tokens"] == 30 and -1 <= r["leave_one_out"]["mean_cosine"] <= 1
+        assert m["summary"][name]["loo_cosine"] == r["leave_one_out"]["mean_cosine"]
+    assert m["inits"]["wechsel"]["transfer"]["dictionary"].startswith("induced:")
+    assert "Comparison without training" in (tmp_path / "sw" / "report.html").read_text()
