@@ -5,6 +5,7 @@ Methods are registered by name (``INITS``); each returns a :class:`TransferMappi
 """
 
 from xlt.vocab import baselines as _baselines  # noqa: F401  (registers random, mean, overlap)
+from xlt.vocab import transtok as _transtok  # noqa: F401
 from xlt.vocab import similarity as _similarity  # noqa: F401  (registers wechsel, focus)
 from xlt.vocab.canon import canonical_vocab, tokenizer_kind
 from xlt.vocab.mapping import TransferMapping, mix_rows

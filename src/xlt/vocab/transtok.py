@@ -1,0 +1,115 @@
+"""``transtok``: trans-tokenization (Remy, Delobelle et al., COLM 2024) with a built-in token aligner.
+
+Both sides of a parallel corpus are tokenised with their own tokenizer, target tokens are aligned to
+source tokens with IBM Model 1 (:mod:`xlt.vocab.align`, no external ``fast_align``), and each target
+token's row is the alignment-count-weighted mean of the source tokens it aligned to (count / Σcount,
+pairs seen fewer than ``min_count`` times dropped). Precedence per target row:
+
+1. special tokens: the source special with the same string or role (evidence ``special``);
+2. tokens in both vocabularies (canonical form): the source row, exactly (``overlap``) — so identical
+   tokenizers reproduce the source embeddings bit for bit;
+3. tokens with alignment evidence: the weighted mean (``alignment``);
+4. everything else: the ``overlap`` init's row (mean of source pieces ``pieces``, else ``mean``).
+
+Options (``ctx.options``): ``transtok_min_count`` (default 10, as in the reference implementation),
+``transtok_iterations`` (EM iterations, default 5), ``transtok_table`` (path of a ``fast_align``-style
+table ``src_token<TAB>tgt_token<TAB>...<TAB>count`` to use instead of aligning the corpus).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from xlt.errors import XltError
+from xlt.vocab.align import ibm1_table, parse_translation_table, rows_from_counts
+from xlt.vocab.baselines import overlap_init
+from xlt.vocab.canon import special_token_ids
+from xlt.vocab.mapping import TransferMapping
+from xlt.vocab.registry import TransferContext, register_init
+
+DEFAULT_MIN_COUNT = 10
+DEFAULT_ITERATIONS = 5
+
+_PARALLEL_FIX = ("give a parallel corpus with both languages (e.g. --corpus bible), or a JSONL corpus whose records "
+                 "share ids across the two languages; or choose an init that needs no parallel text (e.g. overlap)")
+
+
+@register_init("transtok", "trans-tokenization: new tokens = count-weighted mean of the source tokens they align to "
+                           "(IBM Model 1 on a parallel corpus); shared tokens copied, others FVT pieces")
+def transtok_init(ctx: TransferContext) -> TransferMapping:
+    """Trans-tokenization: align target to source tokens on parallel text, mix source rows by link counts."""
+    src, tgt = ctx.source_tokenizer, ctx.target_tokenizer
+    n_s, n_t = len(src), len(tgt)
+    min_count = _number(ctx.options.get("transtok_min_count", DEFAULT_MIN_COUNT), "transtok_min_count")
+    iterations = int(_number(ctx.options.get("transtok_iterations", DEFAULT_ITERATIONS), "transtok_iterations"))
+    table = ctx.options.get("transtok_table")
+    if table:
+        counts, notes = _table_counts(str(table), src, tgt, n_s, n_t)
+    else:
+        counts, notes = _corpus_counts(ctx, iterations, n_s, n_t)
+    # specials are mapped by string/role, never by alignment
+    keep_t = np.ones(n_t)
+    keep_t[[i for i in special_token_ids(tgt) if i < n_t]] = 0
+    keep_s = np.ones(n_s)
+    keep_s[[i for i in special_token_ids(src) if i < n_s]] = 0
+    counts = sp.csr_matrix(sp.diags(keep_t) @ counts @ sp.diags(keep_s))
+    aligned, has_row = rows_from_counts(counts, min_count)
+
+    base = overlap_init(ctx)
+    ev = np.array(base.evidence, dtype=object)
+    use = has_row & ~np.isin(ev, ["special", "overlap"])  # overlap and specials take precedence
+    weights = sp.diags((~use).astype(float)) @ base.weights + sp.diags(use.astype(float)) @ aligned
+    ev[use] = "alignment"
+    notes.update(min_count=min_count, aligned_tokens=int(use.sum()),
+                 tokens_with_links=int(has_row.sum()))
+    return TransferMapping(sp.csr_matrix(weights), [str(e) for e in ev], "transtok", notes)
+
+
+def _number(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not v > 0:
+        raise XltError(f"option {name} must be a positive number, got {value!r}", f"set {name} to e.g. 10")
+    return int(v) if v == int(v) else v
+
+
+def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
+    """Viterbi link counts (target × source) of IBM Model 1 on the corpus's aligned train segments."""
+    if ctx.corpus is None:
+        raise XltError("the transtok init needs a parallel corpus, but no corpus was given", _PARALLEL_FIX)
+    if not ctx.source_lang or not ctx.target_lang:
+        raise XltError("the transtok init needs the source and target languages to pair up documents",
+                       "set source_lang and target_lang in the TransferContext")
+    try:
+        pairs = ctx.corpus.parallel(ctx.target_lang, ctx.source_lang, "train")
+    except XltError as e:
+        raise XltError(f"the transtok init found no aligned segments between {ctx.target_lang} and "
+                       f"{ctx.source_lang}: {e.problem}", _PARALLEL_FIX) from None
+    if not pairs:
+        raise XltError(f"the transtok init found no aligned segments between {ctx.target_lang} and "
+                       f"{ctx.source_lang} in the train split", _PARALLEL_FIX)
+    tgt_ids = ctx.target_tokenizer([p[1] for p in pairs], add_special_tokens=False)["input_ids"]
+    src_ids = ctx.source_tokenizer([p[2] for p in pairs], add_special_tokens=False)["input_ids"]
+    result = ibm1_table(src_ids, tgt_ids, n_s, n_t, iterations=iterations)
+    if result.sentence_pairs == 0:
+        raise XltError(f"the transtok init found {len(pairs)} aligned segments between {ctx.target_lang} and "
+                       f"{ctx.source_lang}, but none has tokens on both sides", _PARALLEL_FIX)
+    notes = {"aligner": "ibm1", "sentence_pairs": result.sentence_pairs, "em_iterations": iterations,
+             "alignment_links": int(result.links.sum())}
+    return result.links, notes
+
+
+def _table_counts(path: str, src, tgt, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
+    """Counts from a user's ``fast_align``-style translation table (source token, target token, …, count)."""
+    from xlt.corpora.files import read_utf8
+
+    try:
+        counts, skipped = parse_translation_table(read_utf8(path).splitlines(), src.get_vocab(), tgt.get_vocab(),
+                                                  n_s, n_t)
+    except ValueError as e:
+        raise XltError(f"cannot read translation table {path}: {e}", "give lines "
+                       "'source_token<TAB>target_token<TAB>...<TAB>count' with vocabulary token strings") from None
+    return counts, {"aligner": f"table:{path}", "table_rows_skipped": skipped, "alignment_links": float(counts.sum())}
