@@ -201,3 +201,20 @@ def test_train_tokenizer_same_family_and_specials(source_tokenizer, target_texts
     for role in ("eos_token", "bos_token", "unk_token"):
         assert getattr(tgt, role) == getattr(source_tokenizer, role)
         assert getattr(tgt, role + "_id") == getattr(source_tokenizer, role + "_id")
+
+
+def test_leave_one_out_never_uses_the_tokens_own_row(source_tokenizer, target_texts):
+    from xlt.vocab.compare import holdout_sample, leave_one_out
+
+    tgt = byte_bpe_tokenizer(target_texts, 450)
+    model = _model_for(source_tokenizer)
+    E = model.get_input_embeddings().weight
+    ctx = TransferContext(source_tokenizer, tgt, seed=0)
+    sample = holdout_sample(ctx, 40)
+    assert len(sample) == 40 and all(canonical_vocab(tgt)[t] == canonical_vocab(source_tokenizer)[s] for t, s in sample.items())
+    r = leave_one_out("overlap", ctx, E, 40)
+    assert r["tokens"] == 40 and r["mean_cosine"] < 0.99  # FVT would otherwise split each token into itself
+    m = leave_one_out("mean", ctx, E, 40)
+    expected = torch.nn.functional.cosine_similarity(E.detach().double().mean(0, keepdim=True),
+                                                     E.detach().double()[list(sample.values())]).mean().item()
+    assert m["mean_cosine"] == pytest.approx(expected, abs=1e-9)
