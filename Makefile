@@ -25,8 +25,8 @@ data: $(BIN)/.data
 demo: $(BIN)/.data
 	$(BIN)/xlt models prepare smollm2
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
-	    --init overlap,mean,random --steps 40 --stage1-steps 20 \
-	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 12000 \
+	    --init overlap,focus,wechsel,mean,random --steps 30 --stage1-steps 15 \
+	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
 # The whole suite, including the `slow` tests on the real SmolLM2 and Bible packages.

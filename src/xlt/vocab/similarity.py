@@ -43,7 +43,7 @@ def word_vectors(ctx: TransferContext, side: str) -> WordVectors:
         return load_word_vectors(path)
     lang = ctx.source_lang if side == "source" else ctx.target_lang
     cfg = FastTextConfig(dim=int(ctx.options.get("fasttext_dim", 100)), epoch=int(ctx.options.get("fasttext_epochs", 5)),
-                         min_count=int(ctx.options.get("fasttext_min_count", 5)), minn=5, maxn=5, seed=ctx.seed)
+                         min_count=int(ctx.options.get("fasttext_min_count", 5)), minn=5, maxn=5)
     return train_fasttext(_texts(ctx, lang, f"WECHSEL's {side} word vectors"), cfg, label=f"{side} ({lang}) text")
 
 
@@ -176,7 +176,7 @@ def token_vectors(ctx: TransferContext) -> WordVectors:
     id2tok = tok.convert_ids_to_tokens(list(range(len(tok))))
     lines = [" ".join(id2tok[i] for i in ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     cfg = FastTextConfig(dim=100, epoch=int(ctx.options.get("focus_epochs", 3)), min_count=int(ctx.options.get("focus_min_count", 10)),
-                         minn=3, maxn=6, seed=ctx.seed)
+                         minn=3, maxn=6)
     return train_fasttext(lines, cfg, label=f"target ({ctx.target_lang}) text for FOCUS", pretokenized=True)
 
 

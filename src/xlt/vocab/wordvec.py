@@ -1,7 +1,8 @@
 """Static word vectors: fastText trained on a corpus (cached by content hash) or loaded from ``.bin``/``.vec``.
 
 Training defaults are small enough for a cache file well under 50 MB (``bucket=50_000``, dim 100) and
-deterministic for a seed (one thread, as fastText's multi-threaded training is not reproducible).
+deterministic: fastText seeds its generators with a fixed value, and one thread (the default) makes the
+result reproducible (multi-threaded training is not).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ class FastTextConfig:
     bucket: int = 50_000
     lr: float = 0.05
     threads: int = 1
-    seed: int = 0
 
 
 class WordVectors:
@@ -114,8 +114,6 @@ def train_fasttext(lines: list[str], cfg: FastTextConfig = FastTextConfig(), cac
         kwargs = dict(model=cfg.model, dim=cfg.dim, epoch=cfg.epoch, minCount=cfg.min_count, minn=cfg.minn,
                       maxn=cfg.maxn, neg=cfg.neg, bucket=cfg.bucket, lr=cfg.lr, thread=cfg.threads, verbose=0)
         try:
-            ft = fasttext.train_unsupervised(str(data), seed=cfg.seed, **kwargs)
-        except TypeError:  # older fasttext without the seed option
             ft = fasttext.train_unsupervised(str(data), **kwargs)
         except (RuntimeError, ValueError) as e:
             raise XltError(f"fastText could not train on the {label} ({e})",
