@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast venv data clean
+.PHONY: demo test test-fast venv data ref clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,15 @@ $(BIN)/.data: $(BIN)/.installed
 
 data: $(BIN)/.data
 
+# The reference packages, for the equivalence tests and the benchmark: --no-deps keeps them from replacing
+# fasttext-wheel with a source build of fasttext; their imports are installed explicitly.
+$(BIN)/.ref: $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps wechsel==0.0.4 deepfocus==1.0.1
+	$(BIN)/pip install -q gensim nltk scikit-learn entmax fastdist print-on-steroids regex requests
+	touch $@
+
+ref: $(BIN)/.ref
+
 demo: $(BIN)/.data
 	$(BIN)/xlt models prepare smollm2
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
@@ -29,8 +38,9 @@ demo: $(BIN)/.data
 	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
-# The whole suite, including the `slow` tests on the real SmolLM2 and Bible packages.
-test: $(BIN)/.data
+# The whole suite, including the `slow` tests on the real SmolLM2 and Bible packages and the
+# equivalence tests against the reference packages.
+test: $(BIN)/.data $(BIN)/.ref
 	$(BIN)/python -m pytest -q
 
 # Only the tests that need no real model or corpus package.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,6 +38,27 @@ def bytes_to_unicode() -> dict[int, str]:
 @lru_cache(maxsize=1)
 def unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
+
+
+@lru_cache(maxsize=1)
+def _byte_translation() -> dict[int, int]:
+    """``str.translate`` table: GPT-2 byte-alphabet character -> the code point of the byte it stands for."""
+    return {ord(c): b for c, b in unicode_to_bytes().items()}
+
+
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached(tokenizer, key: str, compute):
+    """Per-tokenizer memo (invalidated when the vocabulary grows), so the tokenizer JSON is parsed once."""
+    try:
+        slot = _CACHE.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return compute()
+    stamp = (key, len(tokenizer) if hasattr(tokenizer, "__len__") else None)
+    if stamp not in slot:
+        slot[stamp] = compute()
+    return slot[stamp]
 
 
 @dataclass(frozen=True)
@@ -67,8 +89,9 @@ def _walk(node) -> list[dict]:
 
 
 def backend_json(tokenizer) -> dict:
+    """The tokenizer's ``tokenizers`` JSON (parsed once per tokenizer)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    return json.loads(backend.to_str())
+    return _cached(tokenizer, "json", lambda: json.loads(backend.to_str()))
 
 
 def tokenizer_kind(tokenizer) -> TokenizerKind:
@@ -96,10 +119,10 @@ def special_token_ids(tokenizer) -> set[int]:
 def canonical_token(token: str, kind: TokenizerKind) -> bytes:
     """The canonical byte form of one (non-special) token string."""
     if kind.byte_level:
-        table = unicode_to_bytes()
-        if all(c in table for c in token):
-            return bytes(table[c] for c in token)
-        return token.encode("utf-8")
+        try:
+            return token.translate(_byte_translation()).encode("latin-1")
+        except UnicodeEncodeError:  # a character outside the byte alphabet (an added token)
+            return token.encode("utf-8")
     if kind.byte_fallback and (m := _BYTE_TOKEN.match(token)):
         return bytes([int(m.group(1), 16)])
     if kind.metaspace:
@@ -111,7 +134,11 @@ def canonical_token(token: str, kind: TokenizerKind) -> bytes:
 
 
 def canonical_vocab(tokenizer) -> list[bytes | None]:
-    """Canonical byte form of every token id (``None`` for special tokens and id gaps)."""
+    """Canonical byte form of every token id (``None`` for special tokens and id gaps); computed once per tokenizer."""
+    return list(_cached(tokenizer, "canonical", lambda: _canonical_vocab(tokenizer)))
+
+
+def _canonical_vocab(tokenizer) -> list[bytes | None]:
     kind = tokenizer_kind(tokenizer)
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     vocab = backend.get_vocab(with_added_tokens=True)

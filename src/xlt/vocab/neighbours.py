@@ -20,24 +20,26 @@ def procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def normalise_rows(m: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """Rows divided by their L2 norm plus ``eps`` (all-zero rows stay zero)."""
-    m = np.asarray(m, dtype=np.float32)
-    return m / (np.linalg.norm(m, axis=1, keepdims=True) + eps)
+def normalise_rows(m: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Rows divided by their L2 norm, so dot products are exact cosines (all-zero rows stay zero)."""
+    m = np.asarray(m, dtype=dtype)
+    norm = np.linalg.norm(m, axis=1, keepdims=True)
+    return m / np.where(norm > 0, norm, 1)
 
 
 def topk_cosine(queries: np.ndarray, keys: np.ndarray, k: int, chunk: int = 2048,
-                device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+                device: torch.device | None = None, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, the ``k`` keys of highest dot product (cosine for normalised rows).
 
-    Returns ``(similarities, indices)``, both ``(n_queries, k)``, best first.
+    Returns ``(similarities, indices)``, both ``(n_queries, k)``, best first. ``dtype=np.float64`` orders
+    near-ties exactly as a float64 reference would (twice the time on CPU).
     """
     device = device or default_device()
-    kt = torch.from_numpy(np.ascontiguousarray(keys, dtype=np.float32)).to(device)
+    kt = torch.from_numpy(np.ascontiguousarray(keys, dtype=dtype)).to(device)
     k = min(k, kt.shape[0])
     vals, idx = [], []
     for s in range(0, len(queries), chunk):
-        q = torch.from_numpy(np.ascontiguousarray(queries[s: s + chunk], dtype=np.float32)).to(device)
+        q = torch.from_numpy(np.ascontiguousarray(queries[s: s + chunk], dtype=dtype)).to(device)
         v, i = torch.topk(q @ kt.T, k, dim=1)
         vals.append(v.cpu())
         idx.append(i.cpu())

@@ -80,6 +80,17 @@ def align_spaces(src: WordVectors, tgt: WordVectors, pairs: list[tuple[str, str]
     return procrustes(src.vectors(xs), tgt.vectors(ys)), len(xs)
 
 
+def reference_specials(source_tok, target_tok) -> dict[int, int]:
+    """WECHSEL's rule: each ``special_tokens_map`` value of the source present in the target vocabulary is copied."""
+    src_vocab, tgt_vocab = source_tok.get_vocab(), target_tok.get_vocab()
+    out = {}
+    for value in source_tok.special_tokens_map.values():
+        for t in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(t, str) and t in tgt_vocab and t in src_vocab:
+                out[tgt_vocab[t]] = src_vocab[t]
+    return out
+
+
 def decoded_tokens(tok) -> list[str]:
     """``decode(id).strip()`` for every id: the word-like string a token stands for (what WECHSEL embeds)."""
     return [s.strip() for s in tok.batch_decode([[i] for i in range(len(tok))])]
@@ -88,15 +99,20 @@ def decoded_tokens(tok) -> list[str]:
 # -- the maths, given vectors -----------------------------------------------------------------------------
 def wechsel_mapping(source_tok, target_tok, src_vecs: WordVectors, tgt_vecs: WordVectors, rotation: np.ndarray | None,
                     k: int = 10, temperature: float = 0.1, copy_overlap: bool = True,
-                    exclude: frozenset[int] = frozenset()) -> TransferMapping:
+                    exclude: frozenset[int] = frozenset(), float64: bool | None = None) -> TransferMapping:
+    """WECHSEL's mixing matrix from word vectors. ``copy_overlap=False`` is the reference's behaviour (only
+    special tokens copied), computed in float64 by default so near-ties order as in the reference."""
+    float64 = (not copy_overlap) if float64 is None else float64
+    dt = np.float64 if float64 else np.float32
     n_t, n_s = len(target_tok), len(source_tok)
-    s_emb = src_vecs.vectors(decoded_tokens(source_tok))
+    s_emb = src_vecs.vectors(decoded_tokens(source_tok)).astype(dt)
     if rotation is not None:
-        s_emb = s_emb @ rotation.astype(np.float32)
-    t_emb = tgt_vecs.vectors(decoded_tokens(target_tok))
-    s_emb, t_emb = normalise_rows(s_emb), normalise_rows(t_emb)
+        s_emb = s_emb @ rotation.astype(dt)
+    t_emb = tgt_vecs.vectors(decoded_tokens(target_tok)).astype(dt)
+    s_emb, t_emb = normalise_rows(s_emb, dtype=dt), normalise_rows(t_emb, dtype=dt)
     evidence = ["neighbours"] * n_t
-    fixed: dict[int, int] = dict(special_map(source_tok, target_tok))
+    # the reference copies only the source's special_tokens_map entries, by string; xlt maps every special by role too
+    fixed: dict[int, int] = dict(special_map(source_tok, target_tok) if copy_overlap else reference_specials(source_tok, target_tok))
     for t in fixed:
         evidence[t] = "special"
     if copy_overlap:
@@ -109,7 +125,7 @@ def wechsel_mapping(source_tok, target_tok, src_vecs: WordVectors, tgt_vecs: Wor
     for i in range(n_t):
         if i not in fixed and zero[i]:
             evidence[i] = "random"
-    sims, idx = topk_cosine(t_emb[todo], s_emb, k)
+    sims, idx = topk_cosine(t_emb[todo], s_emb, k, dtype=dt)
     w = softmax_weights(sims, temperature)
     rows = np.concatenate([np.repeat(todo, idx.shape[1]), np.array(list(fixed), dtype=np.int64)])
     cols = np.concatenate([idx.ravel(), np.array(list(fixed.values()), dtype=np.int64)])
