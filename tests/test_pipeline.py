@@ -179,7 +179,7 @@ def test_published_methods_end_to_end(tmp_path, tiny_source_dir, parallel_jsonl,
     """wechsel and focus through `xlt adapt` on the tiny parallel corpus: vectors trained, dictionary induced."""
     pytest.importorskip("fasttext")
     monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
-    opts = {"fasttext_min_count": 2, "fasttext_epochs": 2, "focus_min_count": 2}
+    opts = {"fasttext_min_count": 2, "fasttext_epochs": 2, "focus_min_count": 2, "multihead": True}
     res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "sw",
               **{**ARGS, "init": "wechsel,focus", "steps": 2, "stage1_steps": 1, "eval_every": 1}, init_options=opts, loo_tokens=30)
     m = res.metrics
@@ -190,3 +190,7 @@ def test_published_methods_end_to_end(tmp_path, tiny_source_dir, parallel_jsonl,
         assert m["summary"][name]["loo_cosine"] == r["leave_one_out"]["mean_cosine"]
     assert m["inits"]["wechsel"]["transfer"]["dictionary"].startswith("induced:")
     assert "Comparison without training" in (tmp_path / "sw" / "report.html").read_text()
+    from xlt.vocab.multihead import load_multihead
+
+    mh = load_multihead(tmp_path / "sw" / "focus").use_head("eng")  # the source head kept beside the new one
+    assert len(mh.tokenizer) == mh.model.get_output_embeddings().weight.shape[0] != len(load_multihead(tmp_path / "sw" / "focus").tokenizer)

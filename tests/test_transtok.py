@@ -222,3 +222,34 @@ def test_errors_without_parallel_text(tmp_path, source_tokenizer, target_tokeniz
 
     with pytest.raises(XltError, match="transtok_min_count must be a positive number"):
         build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, None, transtok_min_count=0))
+
+
+def test_multihead_keeps_the_source_head_beside_the_new_one(tmp_path, source_tokenizer, target_texts):
+    """Hydra variant: the transferred model plus the source head; with the source head the logits over the
+    source vocabulary equal the original model's for the same hidden states."""
+    from conftest import byte_bpe_tokenizer
+    from xlt.models import tiny_model
+    from xlt.vocab import TransferContext, build_mapping, transfer_model
+    from xlt.vocab.multihead import load_multihead, save_extra_head
+
+    src = source_tokenizer
+    tgt = byte_bpe_tokenizer(target_texts, 450)
+    model = tiny_model("llama", vocab_size=len(src), hidden=32, layers=1, heads=2, tied=True, eos_token_id=src.eos_token_id)
+    src_head = model.get_output_embeddings().weight.detach().clone()
+    new = transfer_model(copy.deepcopy(model), tgt, build_mapping("overlap", TransferContext(src, tgt)))
+    new.save_pretrained(tmp_path)
+    tgt.save_pretrained(tmp_path)
+    save_extra_head(tmp_path, "eng", src_head, src)
+    mh = load_multihead(tmp_path)
+    assert set(mh.heads) == {"target", "eng"} and len(mh.tokenizer) == len(tgt)
+    with torch.no_grad():
+        mh.use_head("eng")
+        y = torch.tensor([[tgt.convert_tokens_to_ids(t) for t in tgt.convert_ids_to_tokens([1, 5, 9, 30])]])
+        out = mh(y).logits
+        assert out.shape[-1] == len(src) and len(mh.tokenizer) == len(src)
+        # the transformer body is unchanged, so the source head over the same hidden states gives the source logits
+        torch.testing.assert_close(mh.model.model(y).last_hidden_state @ src_head.T, out)
+        mh.use_head("target")
+        assert mh(y).logits.shape[-1] == len(tgt)
+    with pytest.raises(XltError, match="no output head"):
+        mh.use_head("fra")

@@ -227,6 +227,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code,
                           options=dict(settings.init_options))
     t_loaded = time.time()
+    source_head = model.get_output_embeddings().weight.detach().clone() if settings.init_options.get("multihead") else None
     n_loo = settings.loo_tokens
     loo = leave_one_out(name, ctx, model.get_input_embeddings().weight, n_loo) if n_loo else None
     t_loo = time.time() - t_loaded
@@ -269,6 +270,10 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         mapping.save(tmp / "transfer_mapping.npz")
         write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
         write_json_atomic(tmp / "metrics.json", res)
+        if source_head is not None:  # Hydra-style: keep the source head and tokenizer beside the new one
+            from xlt.vocab.multihead import save_extra_head
+
+            save_extra_head(tmp, src_lang.code, source_head, src_tok)
     shutil.rmtree(work / name, ignore_errors=True)
     state.wait_for_everyone()
     return res
