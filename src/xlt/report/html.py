@@ -105,6 +105,11 @@ def render(metrics: dict) -> str:
     kinds = sorted({k for r in inits.values() for k in r["transfer"]["rows_by_evidence"]})
     rows = [[n] + [r["transfer"]["rows_by_evidence"].get(k, 0) for k in kinds] + [r["seconds"]["init"]] for n, r in inits.items()]
     parts.append(_table(["init"] + [f"rows: {k}" for k in kinds] + ["seconds"], rows))
+    skip = {"method", "target_vocab", "source_vocab", "rows_by_evidence", "share_by_evidence"}
+    for n, r in inits.items():
+        notes = {k: v for k, v in r["transfer"].items() if k not in skip}
+        if notes:
+            parts.append(f"<p class='how'><b>{html.escape(n)}</b>: " + html.escape(json.dumps(notes, ensure_ascii=False)) + "</p>")
     parts.append("<p class='how'>special: special token copied by string or role; overlap: token present in both vocabularies "
                  "(canonical byte form), row copied; pieces: mean of the rows of the source tokenizer's pieces of the token; "
                  "neighbours: similarity-weighted mix of source rows (wechsel: top-k softmax; focus: sparsemax over overlapping "

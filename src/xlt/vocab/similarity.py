@@ -49,6 +49,26 @@ def word_vectors(ctx: TransferContext, side: str) -> WordVectors:
 
 def dictionary_pairs(ctx: TransferContext) -> tuple[list[tuple[str, str]], str]:
     """Bilingual dictionary: the ``dictionary`` option (TSV path or ``freedict:eng-swh``) or induced from the parallel corpus."""
+    d = _dictionary(ctx)
+    return list(d.pairs), d.source
+
+
+def dictionary_quality(ctx: TransferContext, d) -> dict:
+    """Size of an induced dictionary and its precision against FreeDict (all of it held out), where installed."""
+    from xlt.vocab import dictionary as dct
+
+    out = {"pairs": len(d)}
+    try:
+        ref = dct.freedict_dictionary(ctx.source_lang, ctx.target_lang)
+    except XltError as e:
+        out["precision_vs_freedict"] = f"not measured: {e.problem}"
+        return out
+    p = d.precision_against(ref)
+    out.update({"precision_vs_freedict": p["precision"], "judged_pairs": p["judged_pairs"], "freedict": ref.source})
+    return out
+
+
+def _dictionary(ctx: TransferContext):
     from xlt.vocab import dictionary as dct
 
     spec = ctx.options.get("dictionary")
@@ -60,7 +80,7 @@ def dictionary_pairs(ctx: TransferContext) -> tuple[list[tuple[str, str]], str]:
         if ctx.corpus is None:
             raise XltError("WECHSEL needs a bilingual dictionary", "pass dictionary=PATH or a parallel corpus to induce one from")
         d = dct.induce_from_parallel(ctx.corpus, ctx.source_lang, ctx.target_lang)
-    return list(d.pairs), d.source
+    return d
 
 
 def align_spaces(src: WordVectors, tgt: WordVectors, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
@@ -172,13 +192,16 @@ def focus_mapping(source_tok, target_tok, token_vecs: WordVectors, exclude: froz
 @register_init("wechsel", "aligned fastText spaces (Procrustes on a dictionary), top-10 softmax(sim/0.1) source neighbours")
 def wechsel_init(ctx: TransferContext) -> TransferMapping:
     src, tgt = word_vectors(ctx, "source"), word_vectors(ctx, "target")
-    pairs, origin = dictionary_pairs(ctx)
+    d = _dictionary(ctx)
+    pairs, origin = list(d.pairs), d.source
     rotation, used = align_spaces(src, tgt, pairs)
     faithful = bool(ctx.options.get("wechsel_faithful", False))
     m = wechsel_mapping(ctx.source_tokenizer, ctx.target_tokenizer, src, tgt, rotation,
                         k=int(ctx.options.get("wechsel_k", 10)), temperature=float(ctx.options.get("wechsel_temperature", 0.1)),
                         copy_overlap=not faithful, exclude=held_out(ctx))
     m.notes.update({"dictionary": origin, "dictionary_pairs": len(pairs), "alignment_pairs": used, "faithful": faithful})
+    if origin.startswith("induced") and "holdout" not in ctx.options:
+        m.notes["dictionary_quality"] = dictionary_quality(ctx, d)
     return m
 
 
