@@ -36,6 +36,13 @@ XLT_METHODS = ["random", "mean", "overlap", "wechsel", "focus", "transtok"]
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss it does not inherit the parent's across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
