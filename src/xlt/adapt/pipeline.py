@@ -100,6 +100,10 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
 
     ``stage1_steps`` defaults to a third of ``steps``; ``eval_every`` to a tenth; ``save_every`` to
     ``eval_every``. ``interrupt_at`` stops after that many steps of an init, as an interruption would.
+    ``init_options`` go to the init methods (``dictionary``, ``source_vectors``, ``target_vectors``,
+    ``focus_vectors``, ``wechsel_faithful``, ``transtok_min_count``, ``multihead``, ...); ``loo_tokens``
+    overlapping tokens are held out for the leave-one-out comparison (0 skips it); ``romanize`` trains and
+    evaluates on uroman-romanised target text (the report also gives the source model on the native script).
     """
     t_start = time.time()
     out = Path(out)
