@@ -194,3 +194,34 @@ def test_published_methods_end_to_end(tmp_path, tiny_source_dir, parallel_jsonl,
 
     mh = load_multihead(tmp_path / "sw" / "focus").use_head("eng")  # the source head kept beside the new one
     assert len(mh.tokenizer) == mh.model.get_output_embeddings().weight.shape[0] != len(load_multihead(tmp_path / "sw" / "focus").tokenizer)
+
+
+def test_init_options_parse():
+    from xlt.cli.main import parse_options
+
+    assert parse_options(["k=3", "flag=true", "path=x.bin", "t=0.5"], "d.tsv") == {
+        "k": 3, "flag": True, "path": "x.bin", "t": 0.5, "dictionary": "d.tsv"}
+    with pytest.raises(XltError, match="KEY=VALUE"):
+        parse_options(["novalue"])
+
+
+def test_romanized_run(tmp_path, tiny_source_dir, source_texts, target_texts, monkeypatch):
+    """--romanize: a Cyrillic-script target is adapted on its uroman romanisation; the reference is given in both scripts."""
+    pytest.importorskip("uroman")
+    monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
+    cyr = str.maketrans("aeiouklmnprstdzhbw", "аеиоуклмнпрстдзхбв")
+    path = tmp_path / "ru.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, (s, t) in enumerate(zip(source_texts, target_texts)):
+            fh.write(json.dumps({"id": i, "lang": "en", "text": s}) + "\n")
+            fh.write(json.dumps({"id": i, "lang": "ru", "text": t.lower().translate(cyr)}) + "\n")
+    res = run(source=str(tiny_source_dir), corpus=str(path), out=tmp_path / "ru",
+              **{**ARGS, "target": "ru", "init": "overlap", "steps": 2, "stage1_steps": 1, "eval_every": 1}, romanize=True,
+              loo_tokens=10)
+    ref = res.metrics["reference"]
+    assert "native_script_dev" in ref and ref["native_script_dev"]["bytes"] > ref["dev"]["bytes"]  # Cyrillic: 2 bytes/letter
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "ru" / "overlap")
+    assert tok.decode(tok("kali muna").input_ids) == "kali muna"
+    assert "romanised" in (tmp_path / "ru" / "report.html").read_text()
