@@ -79,6 +79,17 @@ class WordVectors:
         return out
 
 
+def _fasttext():
+    """The fasttext module, with its 'load_model does not return WordVectorModel' notice silenced."""
+    try:
+        import fasttext
+        import fasttext.FastText as _ft
+    except ImportError:
+        raise XltError("word-vector methods need the 'fasttext' package", "pip install fasttext-wheel") from None
+    _ft.eprint = lambda *args, **kwargs: None
+    return fasttext
+
+
 def _min_words(cfg: FastTextConfig) -> int:
     return 20 * cfg.min_count
 
@@ -90,10 +101,7 @@ def train_fasttext(lines: list[str], cfg: FastTextConfig = FastTextConfig(), cac
     The model is cached in ``$XLT_CACHE/fasttext/<hash>.bin`` keyed by the text and the settings, so a
     second run with the same inputs loads it instead of training.
     """
-    try:
-        import fasttext
-    except ImportError:
-        raise XltError("word-vector methods need the 'fasttext' package", "pip install fasttext-wheel") from None
+    fasttext = _fasttext()
     docs = [l if pretokenized else " ".join(word_tokenize(l)) for l in lines]
     docs = [d for d in docs if d.strip()]
     n_words = sum(len(d.split()) for d in docs)
@@ -133,8 +141,7 @@ def load_word_vectors(path: str | os.PathLike) -> WordVectors:
     if not path.is_file():
         raise XltError(f"word-vector file {path} does not exist", "check the path")
     if path.suffix == ".bin":
-        import fasttext
-
+        fasttext = _fasttext()
         try:
             return WordVectors(fasttext.load_model(str(path)), origin=str(path))
         except Exception as e:
