@@ -25,8 +25,8 @@ data: $(BIN)/.data
 # The reference packages, for the equivalence tests and the benchmark: --no-deps keeps them from replacing
 # fasttext-wheel with a source build of fasttext; their imports are installed explicitly.
 $(BIN)/.ref: $(BIN)/.installed
+	$(BIN)/pip install -q gensim nltk scikit-learn entmax fastdist numba print-on-steroids regex requests
 	$(BIN)/pip install -q --no-deps wechsel==0.0.4 deepfocus==1.0.1
-	$(BIN)/pip install -q gensim nltk scikit-learn entmax fastdist print-on-steroids regex requests
 	touch $@
 
 ref: $(BIN)/.ref
