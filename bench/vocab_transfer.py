@@ -157,6 +157,46 @@ def prepare_inputs(work: Path, target: str, vocab_size: int) -> dict:
     return meta
 
 
+def documented_exclusions(work: Path, meta: dict, method: str) -> set[int]:
+    """Rows excluded from the equivalence check, with their reasons: wechsel rows with a (near-)tie at the 10th
+    neighbour (the reference's np.argpartition order is unspecified, and it solves Procrustes in float32, so
+    gaps under 1e-5 can flip); focus rows whose deepfocus canonical form is ambiguous (partial UTF-8 -> U+FFFD,
+    whitespace-only -> "", so deepfocus copies them from another source token) and the rows whose sparsemax
+    mixes such a token as an anchor."""
+    from transformers import AutoTokenizer
+
+    src = AutoTokenizer.from_pretrained(meta["source"])
+    tgt = AutoTokenizer.from_pretrained(work / "tokenizer")
+    if method == "focus":
+        from xlt.vocab.baselines import overlap_pairs
+        from xlt.vocab.similarity import focus_mapping
+        from xlt.vocab.wordvec import load_word_vectors
+
+        def ambiguous(tok):
+            return {i for i in range(len(tok)) if "\ufffd" in tok.decode(i) or not tok.decode(i).strip()}
+        amb = ambiguous(tgt)
+        pairs = overlap_pairs(src, tgt)
+        bad_src = {pairs[t] for t in amb if t in pairs}
+        w = focus_mapping(src, tgt, load_word_vectors(work / "tgt_tokens.bin")).weights.tocsr()
+        mixing = {i for i in range(w.shape[0]) if bad_src & set(w.indices[w.indptr[i]:w.indptr[i + 1]].tolist())}
+        return amb | mixing
+    from xlt.vocab.dictionary import Dictionary
+    from xlt.vocab.similarity import align_spaces, decoded_tokens
+    from xlt.vocab.wordvec import load_word_vectors
+
+    sv, tv = load_word_vectors(work / "src_words.bin"), load_word_vectors(work / "tgt_words.bin")
+    rot, _ = align_spaces(sv, tv, list(Dictionary.load_tsv(work / "dictionary.tsv").pairs))
+    S = sv.vectors(decoded_tokens(src)).astype(np.float64) @ rot
+    T = tv.vectors(decoded_tokens(tgt)).astype(np.float64)
+    S /= np.where(np.linalg.norm(S, axis=1, keepdims=True) > 0, np.linalg.norm(S, axis=1, keepdims=True), 1)
+    T /= np.where(np.linalg.norm(T, axis=1, keepdims=True) > 0, np.linalg.norm(T, axis=1, keepdims=True), 1)
+    ties = set()
+    for s0 in range(0, len(T), 1024):
+        top = -np.sort(-(T[s0:s0 + 1024] @ S.T), axis=1)[:, :11]
+        ties |= {s0 + i for i in np.flatnonzero(np.abs(top[:, 9] - top[:, 10]) < 1e-5)}
+    return ties
+
+
 def bpb_step0(work: Path, meta: dict, matrices: dict[str, Path], max_bytes: int = 12000) -> dict:
     import torch
 
@@ -233,6 +273,12 @@ def main() -> None:
             ref["max_abs_diff"] = float(diff.max())
             ref["rows_over_1e-4"] = int((diff.max(1) > 1e-4).sum())
             ref["rows_compared"] = int(len(keep))
+            excl = documented_exclusions(work, meta, m)
+            keep2 = np.array([i for i in keep if i not in excl])
+            d2 = np.abs(a[keep2] - b[keep2])
+            ref["documented_exclusions"] = len(excl & set(keep.tolist()))
+            ref["max_abs_diff_after_exclusions"] = float(d2.max())
+            ref["rows_over_1e-4_after_exclusions"] = int((d2.max(1) > 1e-4).sum())
         results["reference"][m] = ref
         print(f"ref {m}: {json.dumps(ref)}", file=sys.stderr)
     results["bits_per_byte_step0"] = bpb_step0(work, meta, matrices)
@@ -274,7 +320,9 @@ def _print_table(r: dict) -> None:
               f"{f(fu.get('peak_rss_mb'), 0):>12} {f(fu.get('largest_cache_file_mb'), 1):>9}   "
               f"map speed-up x{f(ratio(mp.get('seconds'), ours.get('seconds')), 1)}, "
               f"full speed-up x{f(ratio(fu.get('seconds'), r['methods'][m]['full'].get('seconds')), 1)}, "
-              f"max|diff| {f(v.get('max_abs_diff'), 6)} over {v.get('rows_compared')} rows ({v.get('rows_over_1e-4')} > 1e-4)")
+              f"max|diff| {f(v.get('max_abs_diff'), 6)} over {v.get('rows_compared')} rows ({v.get('rows_over_1e-4')} > 1e-4); "
+              f"without the {v.get('documented_exclusions')} documented rows: {f(v.get('max_abs_diff_after_exclusions'), 6)} "
+              f"({v.get('rows_over_1e-4_after_exclusions')} > 1e-4)")
     if "training" in r:
         print(f"\n{'init':10} {'bpb@0':>7} {'bpb end':>8} {'steps to random final':>22} {'ratio':>6}")
         for m, v in r["training"].items():
