@@ -327,7 +327,7 @@ def _print_table(r: dict) -> None:
         print(f"\n{'init':10} {'bpb@0':>7} {'bpb end':>8} {'steps to random final':>22} {'ratio':>6}")
         for m, v in r["training"].items():
             print(f"{m:10} {f(v['bpb_step0'], 3):>7} {f(v['bpb_final'], 3):>8} {f(v.get('steps_to_random_final'), 1):>22} "
-                  f"{f(v.get('steps_saved_ratio'), 2):>6}")
+                  f"{'step 0' if v.get('reached_at_step0') else f(v.get('steps_saved_ratio'), 2):>6}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ def test_metrics_are_complete_and_consistent(finished_run):
         assert len(r["history"]["train"]) == 6
         assert m["summary"][name]["bpb_step0"] == r["history"]["eval"][0]["bits_per_byte"]
     assert m["summary"]["random"]["steps_saved_ratio"] == pytest.approx(1.0)
+    for row in m["summary"].values():
+        assert row["reached_at_step0"] == (row["steps_to_random_final"] == 0)
     c = m["comparisons"]["overlap_vs_random_step0"]
     assert c["bits_per_byte_lower_by"] == pytest.approx(m["summary"]["random"]["bpb_step0"] - m["summary"]["overlap"]["bpb_step0"])
     assert m["tokenization"]["parallel_with"] == "eng" and "premium" in m["tokenization"]["table"]["target"]
@@ -225,3 +227,11 @@ def test_romanized_run(tmp_path, tiny_source_dir, source_texts, target_texts, mo
     tok = AutoTokenizer.from_pretrained(tmp_path / "ru" / "overlap")
     assert tok.decode(tok("kali muna").input_ids) == "kali muna"
     assert "romanised" in (tmp_path / "ru" / "report.html").read_text()
+
+
+def test_steps_to_reach_interpolates_between_evaluations():
+    from xlt.adapt import steps_to_reach
+
+    ev = [{"step": 0, "bits_per_byte": 5.0}, {"step": 10, "bits_per_byte": 3.0}, {"step": 20, "bits_per_byte": 2.0}]
+    assert steps_to_reach(ev, 4.0) == 5.0 and steps_to_reach(ev, 2.5) == 15.0
+    assert steps_to_reach(ev, 6.0) == 0.0 and steps_to_reach(ev, 1.0) is None

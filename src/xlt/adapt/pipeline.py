@@ -316,7 +316,9 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
         if goal is not None:
             reached = steps_to_reach(r["history"]["eval"], goal)
             row["steps_to_random_final"] = reached
+            # reached at step 0: better than random's end result before any training (no finite ratio)
             row["steps_saved_ratio"] = (settings.train.steps / reached) if reached else None
+            row["reached_at_step0"] = reached == 0
         summary[name] = row
     for rank, name in enumerate(sorted(summary, key=lambda n: summary[n]["bpb_final"]), 1):
         summary[name]["rank"] = rank
@@ -346,7 +348,8 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
             "test_bpb_final": "test bits/byte after the last training step",
             "steps_to_random_final": "first training step (linear interpolation between evaluations) at which an init's dev "
                                      "bits/byte is at or below random init's final dev bits/byte",
-            "steps_saved_ratio": "total steps / steps_to_random_final (>1: the init reaches random's end result sooner)",
+            "steps_saved_ratio": "total steps / steps_to_random_final (>1: the init reaches random's end result sooner; "
+                                 "none when reached at step 0, i.e. before any training)",
             "fertility": "tokens per whitespace-separated word (no special tokens)",
             "rank": "order of dev bits/byte after the last training step (1 = lowest)",
             "loo_cosine": "leave-one-out reconstruction: overlapping tokens held out from copying (a seeded sample), rebuilt "

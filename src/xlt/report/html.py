@@ -81,8 +81,9 @@ def render(metrics: dict) -> str:
     parts.append("<h2>Results</h2>")
     rows = [["source model, no transfer (own tokenizer)", None, ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"], None, None, None]]
     for n, r in sorted(summ.items(), key=lambda kv: kv[1].get("rank", 0)):
+        ratio = "at step 0" if r.get("reached_at_step0") else r.get("steps_saved_ratio")
         rows.append([n, r.get("rank"), r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
-                     r.get("steps_saved_ratio"), r["seconds"]])
+                     ratio, r["seconds"]])
     parts.append(_table(["init", "rank", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
                          "steps to reach random's final", "steps-saved ratio", "seconds"], rows, best_col=3))
     parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
