@@ -218,3 +218,35 @@ def test_leave_one_out_never_uses_the_tokens_own_row(source_tokenizer, target_te
     expected = torch.nn.functional.cosine_similarity(E.detach().double().mean(0, keepdim=True),
                                                      E.detach().double()[list(sample.values())]).mean().item()
     assert m["mean_cosine"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_held_out_shared_token_is_split_by_its_last_merge(source_tokenizer, target_texts):
+    """FVT on a held-out shared token: the mean of the two source tokens whose BPE merge makes it, never itself."""
+    from xlt.vocab.compare import holdout_sample
+
+    tgt = byte_bpe_tokenizer(target_texts, 450)
+    ctx = TransferContext(source_tokenizer, tgt, seed=0)
+    sample = holdout_sample(ctx, 40)
+    merges = source_tokenizer.backend_tokenizer.to_str()
+    import json
+
+    model = json.loads(merges)["model"]
+    vocab = model["vocab"]
+    made_by = {}
+    for m in model["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        made_by.setdefault(vocab[a + b], (vocab[a], vocab[b]))
+    mapping = build_mapping("overlap", TransferContext(source_tokenizer, tgt, seed=0, options={"holdout": frozenset(sample)}))
+    W = mapping.weights.tocsr()
+    checked = 0
+    for t, s in sample.items():
+        row = W[t]
+        if s in made_by:  # multi-byte tokens: exactly the merge's two parts, half each (or one part twice)
+            a, b = made_by[s]
+            expected = {a: 0.5, b: 0.5} if a != b else {a: 1.0}
+            assert dict(zip(row.indices.tolist(), row.data.tolist())) == pytest.approx(expected)
+            assert mapping.evidence[t] == "pieces"
+            checked += 1
+        else:  # a single byte has no smaller pieces: the mean row
+            assert row.nnz == 0 and mapping.evidence[t] == "mean"
+    assert checked >= 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from xlt.vocab.canon import canonical_vocab, special_token_ids, to_model_form, tokenizer_kind
+from xlt.vocab.canon import backend_json, canonical_vocab, special_token_ids, to_model_form, tokenizer_kind, tokenizer_memo
 from xlt.vocab.mapping import TransferMapping
 from xlt.vocab.registry import TransferContext, register_init
 
@@ -74,10 +74,15 @@ def mean_init(ctx: TransferContext) -> TransferMapping:
 def overlap_init(ctx: TransferContext) -> TransferMapping:
     """Fast vocabulary transfer: copy tokens present in both vocabularies (by canonical form); embed
     every other target token as the mean of the rows of the pieces the *source* tokenizer splits its
-    text into; fall back to the mean source row when it cannot be split."""
+    text into; fall back to the mean source row when it cannot be split.
+
+    A shared token held out for the leave-one-out comparison is split as if it were missing from the source
+    vocabulary: for a BPE source, into the two tokens of the merge that makes it (what BPE yields without that
+    merge); other source models have no such split and get the mean row."""
     src, tgt = ctx.source_tokenizer, ctx.target_tokenizer
     n_t, n_s = _n(tgt), _n(src)
-    copies = overlap_pairs(src, tgt, held_out(ctx))
+    held = held_out(ctx)
+    copies = overlap_pairs(src, tgt, held)
     src_kind = tokenizer_kind(src)
     src_model = src.backend_tokenizer.model
     unk = src.unk_token_id
@@ -96,6 +101,8 @@ def overlap_init(ctx: TransferContext) -> TransferMapping:
             evidence.append("overlap")
             continue
         pieces = _pieces(form, src_kind, src_model, n_s, unk)
+        if tid in held and len(pieces) == 1:  # a held-out shared token splits into itself: use its last merge
+            pieces = _last_merge_parts(src, pieces[0])
         if pieces:
             for pid in pieces:  # repeated pieces count as often as they occur (mean over the piece list)
                 rows.append(tid), cols.append(pid), vals.append(1.0 / len(pieces))
@@ -104,6 +111,26 @@ def overlap_init(ctx: TransferContext) -> TransferMapping:
             evidence.append("mean")
     w = sp.csr_matrix((vals, (rows, cols)), shape=(n_t, n_s))  # duplicates are summed
     return TransferMapping(w, evidence, "overlap")
+
+
+def _last_merge_parts(tokenizer, token_id: int) -> list[int]:
+    """The ids of the two tokens whose BPE merge produces ``token_id`` (empty if none, or not a BPE model)."""
+    parts = tokenizer_memo(tokenizer, "merge_parts", lambda: _merge_table(tokenizer))
+    return list(parts.get(token_id, ()))
+
+
+def _merge_table(tokenizer) -> dict[int, tuple[int, int]]:
+    model = backend_json(tokenizer)["model"]
+    if model.get("type") != "BPE":
+        return {}
+    vocab = model["vocab"]
+    out: dict[int, tuple[int, int]] = {}
+    for m in model.get("merges", []):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        merged = vocab.get(a + b)
+        if merged is not None and a in vocab and b in vocab:
+            out.setdefault(merged, (vocab[a], vocab[b]))
+    return out
 
 
 def _pieces(form: bytes | None, kind, model, n_source: int, unk: int | None) -> list[int]:

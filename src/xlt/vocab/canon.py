@@ -49,7 +49,7 @@ def _byte_translation() -> dict[int, int]:
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _cached(tokenizer, key: str, compute):
+def tokenizer_memo(tokenizer, key: str, compute):
     """Per-tokenizer memo (invalidated when the vocabulary grows), so the tokenizer JSON is parsed once."""
     try:
         slot = _CACHE.setdefault(tokenizer, {})
@@ -91,7 +91,7 @@ def _walk(node) -> list[dict]:
 def backend_json(tokenizer) -> dict:
     """The tokenizer's ``tokenizers`` JSON (parsed once per tokenizer)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    return _cached(tokenizer, "json", lambda: json.loads(backend.to_str()))
+    return tokenizer_memo(tokenizer, "json", lambda: json.loads(backend.to_str()))
 
 
 def tokenizer_kind(tokenizer) -> TokenizerKind:
@@ -135,7 +135,7 @@ def canonical_token(token: str, kind: TokenizerKind) -> bytes:
 
 def canonical_vocab(tokenizer) -> list[bytes | None]:
     """Canonical byte form of every token id (``None`` for special tokens and id gaps); computed once per tokenizer."""
-    return list(_cached(tokenizer, "canonical", lambda: _canonical_vocab(tokenizer)))
+    return list(tokenizer_memo(tokenizer, "canonical", lambda: _canonical_vocab(tokenizer)))
 
 
 def _canonical_vocab(tokenizer) -> list[bytes | None]:

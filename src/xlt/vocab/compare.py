@@ -3,9 +3,10 @@
 A sample of target tokens that exist in the source vocabulary is held out: each method must build their
 rows from its other evidence (as if they were new tokens), and the score is the mean cosine between the
 reconstructed row and the token's true source row. No method may use the token's own source row: the
-held-out tokens are not copied, and any weight a method still puts on the token's own row (FVT splitting
-the token into itself, a neighbour search finding the same string, an alignment to itself) is removed and
-the rest of the row renormalised (mean row if nothing remains). So the number says how well a method's
+held-out tokens are not copied (``overlap``/FVT splits them as if they were missing from the source
+vocabulary: into the two tokens of the BPE merge that makes them), and any weight a method still puts on
+the token's own row (a neighbour search finding the same string, an alignment to itself, FVT on a
+non-BPE source) is removed and the rest of the row renormalised (mean row if nothing remains). So the number says how well a method's
 evidence predicts embeddings of *new* tokens.
 """
 
