@@ -89,11 +89,13 @@ def align_spaces(src: WordVectors, tgt: WordVectors, pairs: list[tuple[str, str]
     check_same_dim(src, tgt)
     xs, ys = [], []
     for s, t in pairs:
-        for sw in (s, s.lower(), s.title()):
-            for tw in (t, t.lower(), t.title()):
-                if sw in src and tw in tgt:
-                    xs.append(sw)
-                    ys.append(tw)
+        s_forms = [w for w in (s, s.lower(), s.title()) if w in src]
+        if not s_forms:
+            continue
+        for tw in (t, t.lower(), t.title()):
+            if tw in tgt:
+                xs.extend(s_forms)
+                ys.extend([tw] * len(s_forms))
     if not xs:
         raise XltError("no dictionary pair has both words in the word-vector vocabularies",
                        "give a dictionary for this language pair, or more text for the word vectors")
@@ -113,7 +115,11 @@ def reference_specials(source_tok, target_tok) -> dict[int, int]:
 
 def decoded_tokens(tok) -> list[str]:
     """``decode(id).strip()`` for every id: the word-like string a token stands for (what WECHSEL embeds)."""
-    return [s.strip() for s in tok.batch_decode([[i] for i in range(len(tok))])]
+    ids = [[i] for i in range(len(tok))]
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None and not getattr(tok, "clean_up_tokenization_spaces", False):
+        return [s.strip() for s in backend.decode_batch(ids, skip_special_tokens=False)]  # one call into Rust
+    return [s.strip() for s in tok.batch_decode(ids)]
 
 
 # -- the maths, given vectors -----------------------------------------------------------------------------

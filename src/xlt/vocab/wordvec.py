@@ -48,22 +48,34 @@ class WordVectors:
     def __init__(self, ft=None, words: list[str] | None = None, matrix: np.ndarray | None = None, origin: str = ""):
         self.ft = ft
         self.origin = origin
+        self._words = words
+        self._vocab: set[str] | None = None
         if ft is not None:
-            self.words = ft.get_words(on_unicode_error="replace")
             self.dim = ft.get_dimension()
             self._index = None
         else:
-            self.words = words or []
+            self._words = words or []
             self.matrix = np.asarray(matrix, dtype=np.float32)
             self.dim = self.matrix.shape[1]
-            self._index = {w: i for i, w in enumerate(self.words)}
+            self._index = {w: i for i, w in enumerate(self._words)}
+
+    @property
+    def words(self) -> list[str]:
+        """The vocabulary (fastText: its words, read on first use)."""
+        if self._words is None:
+            self._words = self.ft.get_words(on_unicode_error="replace")
+        return self._words
 
     @property
     def has_subwords(self) -> bool:
         return self.ft is not None
 
     def __contains__(self, word: str) -> bool:
-        return self.ft.get_word_id(word) != -1 if self.ft is not None else word in self._index
+        if self.ft is None:
+            return word in self._index
+        if self._vocab is None:  # one set instead of a call into fastText per lookup
+            self._vocab = set(self.words)
+        return word in self._vocab
 
     def vector(self, word: str) -> np.ndarray:
         """The word's vector; with fastText, built from character n-grams for unknown words (zeros if none)."""
@@ -73,10 +85,13 @@ class WordVectors:
         return self.matrix[i] if i is not None else np.zeros(self.dim, np.float32)
 
     def vectors(self, words: list[str]) -> np.ndarray:
-        out = np.zeros((len(words), self.dim), np.float32)
-        for i, w in enumerate(words):
-            out[i] = self.vector(w)
-        return out
+        """One row per word (repeated words are looked up once)."""
+        first: dict[str, int] = {}
+        where = np.fromiter((first.setdefault(w, len(first)) for w in words), dtype=np.int64, count=len(words))
+        unique = np.zeros((len(first), self.dim), np.float32)
+        for w, i in first.items():
+            unique[i] = self.vector(w)
+        return unique[where]
 
 
 def _fasttext():
