@@ -226,7 +226,23 @@ def test_romanized_run(tmp_path, tiny_source_dir, source_texts, target_texts, mo
 
     tok = AutoTokenizer.from_pretrained(tmp_path / "ru" / "overlap")
     assert tok.decode(tok("kali muna").input_ids) == "kali muna"
-    assert "romanised" in (tmp_path / "ru" / "report.html").read_text()
+    html = (tmp_path / "ru" / "report.html").read_text()
+    assert "romanised" in html and "per native byte" in html
+    # both scripts' units: the same NLL per native-script byte of the same documents
+    o = res.metrics["summary"]["overlap"]
+    f = ref["dev"]["bytes"] / ref["native_script_dev"]["bytes"]
+    assert o["bpb_final_per_native_byte"] == pytest.approx(o["bpb_final"] * f) and f < 1
+    assert o["test_bpb_final_per_native_byte"] == pytest.approx(
+        o["test_bpb_final"] * ref["test"]["bytes"] / ref["native_script_test"]["bytes"])
+    from xlt.adapt.pipeline import _eval_texts
+    from xlt.corpora import open_corpus
+    from xlt.data import RomanizedCorpus, romanize_texts
+    from xlt.languages import resolve
+
+    native = open_corpus(str(path))
+    roman, nat = _eval_texts(RomanizedCorpus(native, resolve("ru")), native, resolve("ru"), "dev", 400)
+    assert len(roman) == len(nat) >= 1 and sum(len(t.encode()) + 1 for t in nat) <= 400 + len(nat[0].encode()) + 1
+    assert roman == [" ".join(r.split()) for r in romanize_texts(nat, "rus")]  # the same documents, in order
 
 
 def test_steps_to_reach_interpolates_between_evaluations():

@@ -103,7 +103,8 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     ``init_options`` go to the init methods (``dictionary``, ``source_vectors``, ``target_vectors``,
     ``focus_vectors``, ``wechsel_faithful``, ``transtok_min_count``, ``multihead``, ...); ``loo_tokens``
     overlapping tokens are held out for the leave-one-out comparison (0 skips it); ``romanize`` trains and
-    evaluates on uroman-romanised target text (the report also gives the source model on the native script).
+    evaluates on uroman-romanised target text; held-out documents are chosen by their native-script text and
+    every bits/byte is also given per native-script byte, beside the source model reading the native script.
     """
     t_start = time.time()
     out = Path(out)
@@ -128,8 +129,8 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
 
         corp = RomanizedCorpus(corp, tgt)
     train_texts = corp.texts(tgt, "train")
-    dev_texts = truncate_texts(corp.texts(tgt, "dev"), eval_max_bytes)
-    test_texts = truncate_texts(corp.texts(tgt, "test"), eval_max_bytes)
+    (dev_texts, native_dev), (test_texts, native_test) = (
+        _eval_texts(corp, native if romanize else None, tgt, split, eval_max_bytes) for split in ("dev", "test"))
     if not train_texts:
         raise XltError(f"the {corp.name} corpus has no training text for {tgt.code}", "give a larger corpus")
     if not dev_texts or not test_texts:
@@ -170,8 +171,9 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
             "dev": bits_per_byte(src_model, src_tok, dev_texts, settings.eval_window).as_dict(),
             "test": bits_per_byte(src_model, src_tok, test_texts, settings.eval_window).as_dict(),
             "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, samples)),
-            **({"native_script_dev": bits_per_byte(src_model, src_tok, truncate_texts(native.texts(tgt, "dev"), eval_max_bytes),
-                                                   settings.eval_window).as_dict()} if romanize else {}),
+            **({"native_script_dev": bits_per_byte(src_model, src_tok, native_dev, settings.eval_window).as_dict(),
+                "native_script_test": bits_per_byte(src_model, src_tok, native_test, settings.eval_window).as_dict()}
+               if romanize else {}),
         })
         del src_model
     ids_path = work / "train_ids.npy"
@@ -202,6 +204,18 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
         log(f"report: {report.resolve()}")
     state.wait_for_everyone()
     return RunResult(out, metrics, report)
+
+
+def _eval_texts(corp, native, tgt, split: str, max_bytes: int) -> tuple[list[str], list[str] | None]:
+    """Held-out texts of ``split`` (whole documents up to ``max_bytes``). For a romanised corpus (``native`` given),
+    the documents are chosen by their native-script text and returned in both scripts, same documents in the same
+    order, so bits per native-script byte compare with a run on the native script."""
+    if native is None:
+        return truncate_texts(corp.texts(tgt, split), max_bytes), None
+    roman = {d.key: d.text for d in corp.documents(tgt, split)}
+    docs = [d for d in native.documents(tgt, split) if d.key in roman]
+    kept = truncate_texts([d.text for d in docs], max_bytes)
+    return [roman[d.key] for d in docs[:len(kept)]], kept
 
 
 def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
@@ -319,6 +333,11 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
             # reached at step 0: better than random's end result before any training (no finite ratio)
             row["steps_saved_ratio"] = (settings.train.steps / reached) if reached else None
             row["reached_at_step0"] = reached == 0
+        if "native_script_dev" in reference:  # romanised run: the same NLL per byte of the native-script documents
+            dev_f = reference["dev"]["bytes"] / reference["native_script_dev"]["bytes"]
+            test_f = reference["test"]["bytes"] / reference["native_script_test"]["bytes"]
+            row.update({"bpb_step0_per_native_byte": row["bpb_step0"] * dev_f, "bpb_final_per_native_byte": row["bpb_final"] * dev_f,
+                        "test_bpb_final_per_native_byte": row["test_bpb_final"] * test_f})
         summary[name] = row
     for rank, name in enumerate(sorted(summary, key=lambda n: summary[n]["bpb_final"]), 1):
         summary[name]["rank"] = rank
@@ -351,6 +370,10 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
             "steps_saved_ratio": "total steps / steps_to_random_final (>1: the init reaches random's end result sooner; "
                                  "none when reached at step 0, i.e. before any training)",
             "fertility": "tokens per whitespace-separated word (no special tokens)",
+            "per_native_byte": "romanised runs: the same negative log-likelihood (bits) of the romanised held-out documents "
+                               "divided by the UTF-8 bytes of the same documents in the native script, so it compares with "
+                               "bits/byte of a model reading the native script (the source model's row, or a run without "
+                               "--romanize on the same corpus and --eval-max-bytes)",
             "rank": "order of dev bits/byte after the last training step (1 = lowest)",
             "loo_cosine": "leave-one-out reconstruction: overlapping tokens held out from copying (a seeded sample), rebuilt "
                           "from the method's other evidence; mean cosine to their true source rows",

@@ -49,7 +49,7 @@ def adapt(
     dictionary: Optional[str] = typer.Option(None, help="Bilingual dictionary for wechsel: TSV path or freedict:eng-swh [default: induced from the parallel corpus]."),
     init_option: Optional[list[str]] = typer.Option(None, "--init-option", "-O",
                                                     help="KEY=VALUE for init methods (repeatable), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
-    romanize: bool = typer.Option(False, help="Train and evaluate on uroman-romanised target text (non-Latin scripts)."),
+    romanize: bool = typer.Option(False, help="Train and evaluate on uroman-romanised target text (non-Latin scripts); results in both scripts' units (per romanised and per native-script byte)."),
     loo_tokens: int = typer.Option(200, help="Overlapping tokens held out for the leave-one-out comparison (0 skips it)."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),

@@ -40,6 +40,11 @@ def truncate_texts(texts: list[str], max_bytes: int | None) -> list[str]:
     return out
 
 
+def stream_bytes(texts: list[str]) -> int:
+    """The denominator of :func:`bits_per_byte`: UTF-8 bytes of the non-empty texts joined with newlines."""
+    return len("\n".join(t for t in texts if t.strip()).encode("utf-8"))
+
+
 @dataclass(frozen=True)
 class BpbResult:
     bits_per_byte: float
@@ -65,7 +70,7 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
     if not texts:
         raise XltError("no held-out text to evaluate on", "give a corpus whose dev/test split has text")
     stream = "\n".join(texts)
-    nbytes = len(stream.encode("utf-8"))
+    nbytes = stream_bytes(texts)
     ids = [boundary_token_id(tokenizer)] + tokenizer(stream, add_special_tokens=False)["input_ids"]
     ids_t = torch.tensor(ids, dtype=torch.long)
     n_pred = len(ids) - 1

@@ -67,11 +67,13 @@ def render(metrics: dict) -> str:
         parts.append(f"<p><b>Before any training, <code>overlap</code> is {comp['bits_per_byte_lower_by']:.3f} bits/byte "
                      f"lower than <code>random</code> ({100 * comp['relative']:.1f}% lower).</b></p>")
 
-    if "native_script_dev" in ref:
-        parts.append(f"<p>Target text romanised with uroman. Source model, no transfer, on the dev split: "
-                     f"<b>{ref['native_script_dev']['bits_per_byte']:.3f}</b> bits/byte in the native script "
-                     f"({ref['native_script_dev']['bytes']:,} bytes), <b>{ref['dev']['bits_per_byte']:.3f}</b> romanised "
-                     f"({ref['dev']['bytes']:,} bytes). All other numbers are on romanised text.</p>")
+    roman = "native_script_dev" in ref
+    if roman:
+        parts.append(f"<p>Target text romanised with uroman: models train and are scored on romanised text. Source model, "
+                     f"no transfer, on the same dev documents: <b>{ref['native_script_dev']['bits_per_byte']:.3f}</b> "
+                     f"bits/byte in the native script ({ref['native_script_dev']['bytes']:,} bytes), "
+                     f"<b>{ref['dev']['bits_per_byte']:.3f}</b> romanised ({ref['dev']['bytes']:,} bytes). The results "
+                     "table gives every model in both scripts' units: per romanised byte and per native-script byte.</p>")
     parts.append("<h2>Bits per byte during training</h2>")
     curves = {n: [(e["step"], e["bits_per_byte"]) for e in r["history"]["eval"]] for n, r in inits.items()}
     parts.append(_img(bpb_curves(curves, ref["dev"]["bits_per_byte"], t["stage1_steps"]), "dev bits per byte against training step"))
@@ -79,15 +81,27 @@ def render(metrics: dict) -> str:
                  f"({ref['dev']['bytes']:,} bytes used). Steps before the dotted line train the embeddings only.</p>")
 
     parts.append("<h2>Results</h2>")
-    rows = [["source model, no transfer (own tokenizer)", None, ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"], None, None, None]]
+    head = ["init", "rank", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
+            "steps to reach random's final", "steps-saved ratio", "seconds"]
+    ref_row = ["source model, no transfer (own tokenizer)", None, ref["dev"]["bits_per_byte"], None, ref["test"]["bits_per_byte"],
+               None, None, None]
+    if roman:
+        head[2:5] = [h + " (romanised)" for h in head[2:5]]
+        head[5:5] = [f"dev bpb at step {t['steps']} per native byte", "test bpb at end per native byte"]
+        ref_row[5:5] = [ref["native_script_dev"]["bits_per_byte"], ref["native_script_test"]["bits_per_byte"]]
+    rows = [ref_row]
     for n, r in sorted(summ.items(), key=lambda kv: kv[1].get("rank", 0)):
         ratio = "at step 0" if r.get("reached_at_step0") else r.get("steps_saved_ratio")
-        rows.append([n, r.get("rank"), r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
-                     ratio, r["seconds"]])
-    parts.append(_table(["init", "rank", "dev bpb at step 0", f"dev bpb at step {t['steps']}", "test bpb at end",
-                         "steps to reach random's final", "steps-saved ratio", "seconds"], rows, best_col=3))
-    parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
-                 ("rank", "bpb_step0", "bpb_final", "test_bpb_final", "steps_to_random_final", "steps_saved_ratio")) + "</p>")
+        row = [n, r.get("rank"), r["bpb_step0"], r["bpb_final"], r["test_bpb_final"], r.get("steps_to_random_final"),
+               ratio, r["seconds"]]
+        if roman:
+            row[5:5] = [r.get("bpb_final_per_native_byte"), r.get("test_bpb_final_per_native_byte")]
+        rows.append(row)
+    parts.append(_table(head, rows, best_col=3))
+    keys = ["rank", "bpb_step0", "bpb_final", "test_bpb_final", "steps_to_random_final", "steps_saved_ratio"]
+    if roman:
+        keys.append("per_native_byte")
+    parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in keys if k in defs) + "</p>")
 
     parts.append("<h2>Comparison without training</h2>")
     rows = [[n, r.get("loo_cosine"), r["bpb_step0"], r.get("overlap_share"), r.get("fallback_share")]
