@@ -142,6 +142,11 @@ def corpus_stats(
     out.print(table)
 
 
+from xlt.cli.merge import merge as _merge  # noqa: E402
+
+app.command(name="merge")(_merge)
+
+
 def main() -> None:
     from xlt.adapt.train import TrainingInterrupted
 

@@ -1,0 +1,44 @@
+"""``xlt merge CONFIG OUT``: the command over :func:`xlt.merge.run` (same names, same defaults)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def merge(
+    config: Path = typer.Argument(..., help="YAML merge config (a subset of mergekit's format; see docs/merge.md)."),
+    out: Path = typer.Argument(..., help="Output model folder (must not exist unless --overwrite)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (only once the new merge is complete)."),
+    shard_size: str = typer.Option("5GB", help="Largest output shard, e.g. 5GB, 1GB, 500MB."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's own)."),
+    chunk_elems: int = typer.Option(1 << 23, help="Element-wise methods work on row chunks of about this many elements."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (*.bin) inputs, read with weights_only=True. Only for files you trust."),
+    hash_inputs: bool = typer.Option(True, help="Record each input weight file's SHA-256 in xlt_merge.json."),
+    copy_tokenizer: bool = typer.Option(True, help="Copy the tokenizer files of tokenizer_source (or the base) to OUT."),
+    dry_run: bool = typer.Option(False, help="Only check the config against the models and print the plan."),
+    progress: bool = typer.Option(True, help="Show a progress bar over tensors."),
+):
+    """Merge models: linear, task_arithmetic, ties, dare_linear, dare_ties, pcb, widen, layer_swap, slerp, passthrough.
+
+    Everything is checked before any work (architectures, shapes, tensors covered, parameters, disk);
+    the output (sharded safetensors + index, config.json, tokenizer, xlt_merge.json provenance) is
+    written to a temporary folder and renamed to OUT when complete.
+    """
+    from xlt.merge import plan, run
+
+    log = lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False)  # noqa: E731
+    if dry_run:
+        p = plan(config, allow_pickle=allow_pickle)
+        for n in p.notes:
+            log(n)
+        log(f"{p.method.name}: {len(p.tensors)} output tensors ({len(p.merged)} merged, "
+            f"{len(p.tensors) - len(p.merged)} copied) from {len(p.sources)} model(s); config from {p.config_source}")
+        return
+    run(config, out, overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, chunk_elems=chunk_elems,
+        threads=threads, copy_tokenizer_files=copy_tokenizer, hash_inputs=hash_inputs, show_progress=progress, log=log)

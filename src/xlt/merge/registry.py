@@ -1,0 +1,127 @@
+"""Registry of merge methods: one name, one description, one pure per-tensor function.
+
+A method is a :class:`MergeMethod`: ``merge(base, tensors, params, ctx) -> Tensor`` computes one output
+tensor (or one chunk of rows of it, for ``elementwise`` methods) from the base tensor (or None) and the
+input tensors, all in the compute dtype. Methods that need statistics over a whole tensor or the whole
+model (thresholds, quantiles) declare :class:`StatStage` s; the engine computes them with streaming
+passes (:mod:`xlt.merge.stats`) and hands them over in ``ctx.stats``.
+
+Built-in methods register themselves in :mod:`xlt.merge.methods`; third-party packages add methods
+through the ``xlt.merges`` entry-point group (the entry point's module calls :func:`register_method`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import torch
+
+from xlt.errors import XltError
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method parameter: ``per_model`` ones are given per input model (``models[*].parameters``)."""
+
+    name: str
+    kind: type
+    default: Any = REQUIRED
+    per_model: bool = False
+    check: Callable[[Any], str | None] | None = None  # returns a problem text, or None when valid
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class StatStage:
+    """Order statistics a method needs before it can merge.
+
+    ``values(base, tensors, params, ctx)`` gives one tensor per input model (same shape as the chunk)
+    whose ``ranks(total, model_index, params)`` ascending order statistics are wanted, over each tensor
+    (``scope="tensor"``) or over all tensors the method merges (``scope="global"``). Results arrive in
+    ``ctx.stats[stage_index][model_index]`` as a list of :class:`~xlt.merge.stats.Selection` plus
+    ``ctx.minmax[stage_index][model_index]`` (min, max).
+    """
+
+    values: Callable
+    ranks: Callable[[int, int, dict], list[int]]
+    scope: str = "tensor"
+
+
+@dataclass
+class Context:
+    """What a method may read besides its tensors (filled by the engine)."""
+
+    name: str = ""
+    shape: tuple = ()
+    offset: int = 0  # flat index of the chunk's first element within the tensor
+    seed: int = 0
+    stats: list = field(default_factory=list)
+    minmax: list = field(default_factory=list)
+    counters: dict = field(default_factory=dict)  # state carried across chunks (tie counts)
+    is_embedding: bool = False
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    merge: Callable[..., torch.Tensor]
+    description: str
+    params: tuple[Param, ...] = ()
+    needs_base: bool = False
+    uses_base: bool = False  # takes base_model as the base when one is given (implied by needs_base)
+    min_models: int = 1
+    max_models: int | None = None
+    elementwise: bool = True
+    stats: Callable[[dict], list[StatStage]] | None = None  # (global params) -> stages
+    paper: str = ""
+    reference: str = ""
+    deviations: str = ""
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+METHODS: dict[str, MergeMethod] = {}
+_entry_points_loaded = False
+
+
+def register_method(method: MergeMethod) -> MergeMethod:
+    if method.name in METHODS:
+        raise ValueError(f"merge method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def available_methods() -> dict[str, MergeMethod]:
+    global _entry_points_loaded
+    import xlt.merge.methods  # noqa: F401  (built-ins register on import)
+
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for ep in entry_points(group="xlt.merges"):
+            ep.load()  # the module registers itself
+    return METHODS
+
+
+def get_method(name: str) -> MergeMethod:
+    methods = available_methods()
+    if name not in methods:
+        raise XltError(f"unknown merge method {name!r}", f"choose merge_method from: {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+# -- shared parameter checks -------------------------------------------------------------------------------
+def density_check(v) -> str | None:
+    return None if 0 < v <= 1 else f"density must be in (0, 1], got {v}"
+
+
+def nonneg_check(v) -> str | None:
+    return None if v >= 0 else f"must be ≥ 0, got {v}"
+
+
+def unit_check(v) -> str | None:
+    return None if 0 <= v <= 1 else f"must be in [0, 1], got {v}"
