@@ -52,6 +52,8 @@ class AdaptSettings:
     init_options: dict = field(default_factory=dict)
     loo_tokens: int = 200
     romanize: bool = False
+    methods: list[str] = field(default_factory=lambda: ["full"])
+    method_options: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def as_dict(self) -> dict:
@@ -93,7 +95,7 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
         batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4, embedding_lr: float = 1e-3,
         eval_every: int | None = None, eval_max_bytes: int = 20000, save_every: int | None = None, seed: int = 0,
         source_lang: str = "en", samples: int = 3, init_options: dict | None = None, loo_tokens: int = 200,
-        romanize: bool = False,
+        romanize: bool = False, method: str | list[str] = "full", method_options: dict | None = None,
         overwrite: bool = False, allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
         log=print) -> RunResult:
     """Adapt ``source`` to language ``target`` with each init in ``init``; what ``xlt adapt`` runs.
@@ -105,10 +107,26 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     overlapping tokens are held out for the leave-one-out comparison (0 skips it); ``romanize`` trains and
     evaluates on uroman-romanised target text; held-out documents are chosen by their native-script text and
     every bits/byte is also given per native-script byte, beside the source model reading the native script.
+    ``method`` (comma-separated) picks what stage 2 trains (``full``, ``lora``, ``sft``, ...; see
+    :mod:`xlt.adapt.methods`), with ``method_options`` (``r``, ``alpha``, ``target_modules``, ``density``...); each
+    (init, method) pair gives one model, in ``<init>/`` for ``full`` and ``<init>+<method>/`` otherwise.
     """
     t_start = time.time()
     out = Path(out)
     inits = parse_inits(init)
+    from xlt.adapt.methods import get_method, parse_methods
+
+    methods = parse_methods(method)
+    accepted = {k for m in methods for k in get_method(m).defaults()}
+    stray = sorted(set(method_options or {}) - accepted)
+    if stray:
+        raise XltError(f"method option(s) {stray} are accepted by none of the methods {methods}",
+                       f"these methods accept: {', '.join(sorted(accepted)) or 'no options'}")
+    for m in methods:  # values checked before any heavy work
+        get_method(m, {k: v for k, v in (method_options or {}).items() if k in get_method(m).defaults()})
+    if (init_options or {}).get("multihead") and methods != ["full"]:
+        raise XltError("the multi-head option keeps a second full model head; it works with --method full only",
+                       "drop -O multihead=true, or use --method full")
     tgt = resolve(target)
     src_lang = resolve(source_lang)
     eval_every = eval_every or max(1, steps // 10)
@@ -119,7 +137,8 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     settings = AdaptSettings(source=str(source), target=tgt.code, corpus=str(corpus), inits=inits, source_lang=src_lang.code,
                              vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples,
                              init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
-                             loo_tokens=loo_tokens, romanize=romanize, train=cfg)
+                             loo_tokens=loo_tokens, romanize=romanize, methods=methods,
+                             method_options=dict(method_options or {}), train=cfg)
     # -- everything that can be checked cheaply, before any heavy work -------------------------
     corp = open_corpus(corpus, tgt.code)
     corp.language(tgt)
@@ -187,8 +206,11 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     # -- one model per init -----------------------------------------------------------------------
     results = {}
     for name in inits:
-        results[name] = _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg,
-                                  dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log, state)
+        for meth in methods:
+            key = run_name(name, meth)
+            results[key] = _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg,
+                                     dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log, state,
+                                     meth)
 
     report = out / "report.html"
     metrics = {}
@@ -233,15 +255,32 @@ def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
             "table": tokenization_table(toks, [d.text for d in dev])}
 
 
+def run_name(init: str, method: str) -> str:
+    """Folder and summary key of one (init, method) pair: the init's name for ``full``, ``<init>+<method>`` otherwise."""
+    return init if method == "full" else f"{init}+{method}"
+
+
+def _method_options(settings, meth: str) -> dict:
+    from xlt.adapt.methods import get_method
+
+    known = get_method(meth).defaults()
+    return {k: v for k, v in settings.method_options.items() if k in known}
+
+
 def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg, dev_texts, test_texts,
-              settings, allow_pickle, show_progress, interrupt_at, log, state) -> dict:
-    final = out / name
+              settings, allow_pickle, show_progress, interrupt_at, log, state, meth: str = "full") -> dict:
+    from xlt.adapt.methods import fingerprint, get_method
+
+    key = run_name(name, meth)
+    final = out / key
     if (final / "metrics.json").is_file():
         if state.is_main_process:
-            log(f"[{name}] already finished, reusing {final}")
+            log(f"[{key}] already finished, reusing {final}")
         return json.loads((final / "metrics.json").read_text())
     t0 = time.time()
     model = load_model(src_folder, allow_pickle=allow_pickle)
+    method = get_method(meth, _method_options(settings, meth))
+    fp = fingerprint(model) if meth != "full" else None
     ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code,
                           options=dict(settings.init_options))
     t_loaded = time.time()
@@ -258,12 +297,11 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     def evaluate(m, step):
         return {"bits_per_byte": bits_per_byte(m, tgt_tok, dev_texts, settings.eval_window).bits_per_byte}
 
-    trainer = Trainer(model, blocks, cfg, work / name / "checkpoints", eval_fn=evaluate, show_progress=show_progress,
-                      label=f"{name}")
+    n_stage1 = sum(p.numel() for p in _emb(model))
+    model = method.prepare(model)
     t1 = time.time()
-    history = trainer.train(interrupt_at=interrupt_at)
+    model, history = method.train(model, blocks, cfg, work / key, evaluate, show_progress, key, interrupt_at)
     t_train = time.time() - t1
-    model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     if not state.is_main_process:
         state.wait_for_everyone()
@@ -272,6 +310,8 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     samples = greedy_samples(model, tgt_tok, prompts_from(test_texts, settings.samples))
     res = {
         "init": name,
+        "method": meth,
+        "method_options": method.options,
         "transfer": mapping.summary(),
         "leave_one_out": loo,
         "history": history,
@@ -280,10 +320,13 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         "test": test,
         "samples": samples,
         "seconds": {"init": t_map, "leave_one_out": t_loo, "train": t_train, "total": time.time() - t0},
-        "trainable_parameters": {"stage1": sum(p.numel() for p in _emb(model)), "stage2": sum(p.numel() for p in model.parameters())},
+        "trainable_parameters": {"stage1": n_stage1, "stage2": method.trainable_parameters(model)},
     }
     with atomic_dir(final, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
+        if meth == "full":
+            model.save_pretrained(tmp)
+        else:
+            method.save(model, tmp, str(Path(src_folder).resolve()), fp)
         tgt_tok.save_pretrained(tmp)
         mapping.save(tmp / "transfer_mapping.npz")
         write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
@@ -292,7 +335,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
             from xlt.vocab.multihead import save_extra_head
 
             save_extra_head(tmp, src_lang.code, source_head, src_tok)
-    shutil.rmtree(work / name, ignore_errors=True)
+    shutil.rmtree(work / key, ignore_errors=True)
     state.wait_for_everyone()
     return res
 
@@ -326,7 +369,8 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
                "loo_cosine": (r.get("leave_one_out") or {}).get("mean_cosine"),
                "overlap_share": shares.get("overlap", 0.0) + shares.get("special", 0.0),
                "fallback_share": shares.get("mean", 0.0) + shares.get("random", 0.0),
-               "seconds": r["seconds"]["total"]}
+               "seconds": r["seconds"]["total"], "init": r["init"], "method": r.get("method", "full"),
+               "trainable_parameters_stage2": r.get("trainable_parameters", {}).get("stage2")}
         if goal is not None:
             reached = steps_to_reach(r["history"]["eval"], goal)
             row["steps_to_random_final"] = reached
@@ -374,6 +418,9 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
                                "divided by the UTF-8 bytes of the same documents in the native script, so it compares with "
                                "bits/byte of a model reading the native script (the source model's row, or a run without "
                                "--romanize on the same corpus and --eval-max-bytes)",
+            "trainable_parameters_stage2": "parameters the method trains in stage 2 (full: every parameter; lora: the "
+                                           "LoRA factors; sft: the k selected entries); stage 1 trains the embeddings "
+                                           "for every method",
             "rank": "order of dev bits/byte after the last training step (1 = lowest)",
             "loo_cosine": "leave-one-out reconstruction: overlapping tokens held out from copying (a seeded sample), rebuilt "
                           "from the method's other evidence; mean cosine to their true source rows",

@@ -85,7 +85,7 @@ class Trainer:
 
     def __init__(self, model, blocks: PackedBlocks, cfg: TrainConfig, ckpt_dir: str | Path,
                  eval_fn: Callable[[object, int], dict] | None = None, show_progress: bool = True,
-                 label: str = "train"):
+                 label: str = "train", method=None):
         from accelerate import Accelerator
 
         cfg.validate()
@@ -95,6 +95,9 @@ class Trainer:
         self.eval_fn = eval_fn
         self.show_progress = show_progress
         self.label = label
+        # optional: an object with stage2_parameters(model) -> trainable params of stage 2 (None: all),
+        # make_optimizer(groups, **adamw_kwargs) and after_step(model); see xlt.adapt.methods
+        self.method = method
         cuda = torch.cuda.is_available()
         self.accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
         self.model = model
@@ -113,8 +116,11 @@ class Trainer:
         model = acc.unwrap_model(self.model)
         emb = embedding_parameters(model)
         emb_ids = {id(p) for p in emb}
+        chosen = self.method.stage2_parameters(model) if stage == 2 and self.method is not None else None
+        if chosen is not None:
+            emb_ids = {id(p) for p in chosen}
         for p in model.parameters():
-            p.requires_grad_(stage == 2 or id(p) in emb_ids)
+            p.requires_grad_((stage == 2 and chosen is None) or id(p) in emb_ids)
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -122,7 +128,8 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
-        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        make = getattr(self.method, "make_optimizer", None) if stage == 2 else None
+        opt = (make or torch.optim.AdamW)(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
         n = self.cfg.stage1_steps if stage == 1 else self.cfg.steps - self.cfg.stage1_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(n, self.cfg.warmup))
         acc.free_memory()
@@ -224,6 +231,8 @@ class Trainer:
                     acc.clip_grad_norm_(params, cfg.max_grad_norm)
                 lr = self.opt.param_groups[0]["lr"]
                 self.opt.step()
+                if self.method is not None and hasattr(self.method, "after_step"):
+                    self.method.after_step(acc.unwrap_model(self.model))
                 self.sched.step()
                 self.opt.zero_grad(set_to_none=True)
                 loss_val = acc.reduce(total, "mean").item()

@@ -51,6 +51,9 @@ def adapt(
                                                     help="KEY=VALUE for init methods (repeatable), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
     romanize: bool = typer.Option(False, help="Train and evaluate on uroman-romanised target text (non-Latin scripts); results in both scripts' units (per romanised and per native-script byte)."),
     loo_tokens: int = typer.Option(200, help="Overlapping tokens held out for the leave-one-out comparison (0 skips it)."),
+    method: str = typer.Option("full", help="Comma-separated stage-2 methods: full | lora | sft | ... (see `xlt methods`)."),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", "-M",
+                                                      help="KEY=VALUE for the methods (repeatable), e.g. -M r=8 -M density=0.01."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -65,7 +68,8 @@ def adapt(
         vocab_size=vocab_size, batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary),
-        loo_tokens=loo_tokens, romanize=romanize, overwrite=overwrite, allow_pickle=allow_pickle,
+        loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option),
+        overwrite=overwrite, allow_pickle=allow_pickle,
         show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False))
 
 
@@ -94,6 +98,16 @@ def inits():
 
     for name, m in sorted(available_inits().items()):
         out.print(f"[bold]{name}[/]  {m.description}", highlight=False)
+
+
+@app.command()
+def methods():
+    """List the registered stage-2 adaptation methods and their options."""
+    from xlt.adapt.methods import available_methods
+
+    for name, m in sorted(available_methods().items()):
+        opts = ", ".join(f"{k}={v}" for k, v in m.defaults().items())
+        out.print(f"[bold]{name}[/]  {m.description}" + (f"  [dim]({opts})[/]" if opts else ""), highlight=False)
 
 
 @models_app.command("prepare")

@@ -103,6 +103,14 @@ def render(metrics: dict) -> str:
         keys.append("per_native_byte")
     parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in keys if k in defs) + "</p>")
 
+    if any(r.get("method", "full") != "full" for r in summ.values()):
+        parts.append("<h2>Adaptation methods</h2>")
+        rows = [[n, r.get("init"), r.get("method"), r.get("trainable_parameters_stage2"), r["bpb_final"], r["test_bpb_final"],
+                 r["seconds"]] for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_final"])]
+        parts.append(_table(["run", "init", "method", "trainable parameters (stage 2)", f"dev bpb at step {t['steps']}",
+                             "test bpb at end", "seconds"], rows, best_col=4))
+        parts.append("<p class='how'>" + html.escape(defs.get("trainable_parameters_stage2", "")) + "</p>")
+
     parts.append("<h2>Comparison without training</h2>")
     rows = [[n, r.get("loo_cosine"), r["bpb_step0"], r.get("overlap_share"), r.get("fallback_share")]
             for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_step0"])]

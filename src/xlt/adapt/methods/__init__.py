@@ -1,0 +1,218 @@
+"""Second-stage adaptation methods for ``xlt adapt --method``: one name, one small class per method.
+
+A method decides what stage 2 trains (``full``: the whole model; ``lora``: PEFT LoRA; ``sft``: a sparse
+delta, ...), how it trains (most use one :class:`~xlt.adapt.train.Trainer`; LT-SFT runs phases) and how the
+result is saved as a folder that loads back exactly (:func:`load_adapted`). Stage 1 (embeddings only) is
+the same for every method. Register a method with ``@register_method``; third-party packages can add
+methods through the ``xlt.methods`` entry-point group.
+
+Parameter-efficient folders do not copy the base model: they hold the method's weights, the new
+embeddings (``embeddings.safetensors``) and ``xlt_method.json`` with the base model's folder and a
+fingerprint of its weights; loading on another base raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from xlt.errors import XltError
+
+METHODS: dict[str, type] = {}
+_entry_points_loaded = False
+META = "xlt_method.json"
+
+
+def register_method(name: str):
+    def deco(cls):
+        if name in METHODS:
+            raise ValueError(f"adaptation method {name!r} is registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def available_methods() -> dict[str, type]:
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for ep in entry_points(group="xlt.methods"):
+            ep.load()
+    return METHODS
+
+
+def get_method(name: str, options: dict | None = None):
+    """An instance of method ``name`` with ``options`` (checked: unknown option names raise)."""
+    methods = available_methods()
+    if name not in methods:
+        raise XltError(f"unknown adaptation method {name!r}", f"choose from: {', '.join(sorted(methods))}")
+    return methods[name](**(options or {}))
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise XltError("no adaptation method given", f"choose from: {', '.join(sorted(available_methods()))}")
+    for n in names:
+        if n not in available_methods():
+            raise XltError(f"unknown adaptation method {n!r}", f"choose from: {', '.join(sorted(available_methods()))}")
+    if len(set(names)) != len(names):
+        raise XltError(f"methods repeated in {spec!r}", "name each method once")
+    return names
+
+
+class Method:
+    """Base class. ``full`` semantics unless overridden: stage 2 trains every parameter."""
+
+    name = "base"
+    description = ""
+    options: dict
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.defaults())
+        if unknown:
+            raise XltError(f"unknown option(s) {sorted(unknown)} for method {self.name!r}",
+                           f"{self.name} accepts: {', '.join(sorted(self.defaults())) or 'no options'}")
+        self.options = {**self.defaults(), **options}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {}
+
+    # -- hooks used by the Trainer -------------------------------------------------------------
+    def prepare(self, model):
+        """Attach the method's modules before training (outputs must not change). Returns the model to train."""
+        return model
+
+    def stage2_parameters(self, model) -> list[torch.nn.Parameter] | None:
+        """Parameters trained in stage 2 (None: all of them)."""
+        return None
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, model, blocks, cfg, work: Path, evaluate: Callable, show_progress: bool, label: str,
+              interrupt_at: int | None):
+        """Train stage 1 + stage 2; returns ``(model, history)``."""
+        from xlt.adapt.train import Trainer
+
+        trainer = Trainer(model, blocks, cfg, work / "checkpoints", eval_fn=evaluate, show_progress=show_progress,
+                          label=label, method=None if type(self).stage2_parameters is Method.stage2_parameters else self)
+        history = trainer.train(interrupt_at=interrupt_at)
+        return trainer.accelerator.unwrap_model(trainer.model), history
+
+    def trainable_parameters(self, model) -> int:
+        ps = self.stage2_parameters(model)
+        return sum(p.numel() for p in (ps if ps is not None else model.parameters()))
+
+    # -- folders -------------------------------------------------------------------------------
+    def save(self, model, folder: Path, base_folder: str | None, fingerprint: str | None) -> None:
+        model.save_pretrained(folder)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, base=None):
+        from xlt.models import load_model
+
+        return load_model(folder)
+
+
+# -- base-model fingerprints and embeddings ---------------------------------------------------------
+def body_parameters(model) -> dict[str, torch.Tensor]:
+    """Every tensor of the model except the input/output embeddings (which vocabulary transfer replaces)."""
+    from xlt.adapt.train import embedding_parameters
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    emb = {id(p) for p in embedding_parameters(base)}
+    return {n: p for n, p in base.named_parameters() if id(p) not in emb}
+
+
+def fingerprint(model) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of the body tensors (embeddings excluded)."""
+    h = hashlib.sha256()
+    for n, p in sorted(body_parameters(model).items()):
+        t = p.detach().cpu().contiguous()
+        h.update(f"{n}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_embeddings(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from xlt.adapt.train import embedding_parameters
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    emb = embedding_parameters(base)
+    names = {id(p): n for n, p in base.named_parameters()}
+    save_file({names[id(p)]: p.detach().cpu().contiguous() for p in emb}, str(path),
+              metadata={"tied": str(len(emb) == 1 and base.get_output_embeddings() is not None)})
+
+
+def load_embeddings(model, path: Path) -> None:
+    """Resize ``model`` to the saved vocabulary and copy the saved embedding (and head) rows in."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    emb_name = next(n for n in tensors if "embed" in n or "wte" in n)
+    vocab = tensors[emb_name].shape[0]
+    if model.get_input_embeddings().weight.shape[0] != vocab:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if n not in params:
+                raise XltError(f"{path} holds {n}, which the base model does not have", "load it on the base it was trained on")
+            params[n].copy_(t)
+    model.config.vocab_size = vocab
+
+
+def write_meta(folder: Path, method: str, base_folder: str | None, fp: str | None, options: dict, **extra) -> None:
+    from xlt.util import write_json_atomic
+
+    write_json_atomic(folder / META, {"method": method, "base_model": base_folder, "base_fingerprint": fp,
+                                      "options": options, **extra})
+
+
+def load_base(meta: dict, folder: Path, base=None):
+    """The base model named in ``meta`` (or ``base``: a folder or a model), checked against the fingerprint."""
+    from xlt.models import load_model
+
+    if base is None:
+        if not meta.get("base_model"):
+            raise XltError(f"{folder} does not say which base model it adapts", "pass base=<the source model folder>")
+        base = meta["base_model"]
+    model = load_model(base) if isinstance(base, (str, Path)) else base
+    fp = fingerprint(model)
+    if meta.get("base_fingerprint") and fp != meta["base_fingerprint"]:
+        raise XltError(f"{folder} was trained on a base model whose weights hash to {meta['base_fingerprint'][:12]}…, "
+                       f"but the given base hashes to {fp[:12]}…",
+                       "load it on the exact base model it was trained on (the source model of the xlt adapt run)")
+    return model
+
+
+def load_adapted(folder: str | Path, base=None):
+    """Load what :meth:`Method.save` wrote: a plain HF folder (``full``) or a method folder on its base model."""
+    folder = Path(folder)
+    meta_path = folder / META
+    if not meta_path.is_file():
+        from xlt.models import load_model
+
+        return load_model(folder)
+    meta = json.loads(meta_path.read_text())
+    cls = available_methods().get(meta["method"])
+    if cls is None:
+        raise XltError(f"{folder} was saved by method {meta['method']!r}, which is not installed",
+                       f"installed methods: {', '.join(sorted(available_methods()))}")
+    return cls.load(folder, meta, base)
+
+
+# built-in methods register themselves
+from xlt.adapt.methods import full as _full  # noqa: E402,F401
+from xlt.adapt.methods import lora as _lora  # noqa: E402,F401
+from xlt.adapt.methods import sparse as _sparse  # noqa: E402,F401

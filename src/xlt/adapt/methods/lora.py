@@ -1,0 +1,99 @@
+"""``lora``: PEFT LoRA on the transformer body in stage 2; the new embeddings are trained in stage 1 as always.
+
+Saved as a PEFT adapter folder (``adapter_config.json``, ``adapter_model.safetensors``) plus
+``embeddings.safetensors`` and ``xlt_method.json`` (base model folder and fingerprint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from xlt.adapt.methods import (Method, fingerprint, load_base, load_embeddings, register_method, save_embeddings,
+                               write_meta)
+from xlt.errors import XltError
+
+
+def linear_modules(model) -> dict[str, torch.nn.Module]:
+    """Linear layers of the body (the output head excluded), by full name."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and "lora_" not in n}
+
+
+def _dims(m) -> tuple[int, int]:
+    w = m.weight
+    return (m.in_features, m.out_features) if isinstance(m, torch.nn.Linear) else (w.shape[0], w.shape[1])
+
+
+def resolve_targets(model, target_modules, r: int | None = None) -> list[str]:
+    """Full names of the linear layers ``target_modules`` selects (``"all-linear"`` or a list of name suffixes),
+    checked: a suffix that matches nothing, or a rank above a layer's dimensions, raises with what exists."""
+    lin = linear_modules(model)
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in lin})
+    if target_modules in ("all-linear", None):
+        chosen = list(lin)
+    else:
+        wanted = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+        missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in lin)]
+        if missing:
+            raise XltError(f"target modules {missing} match no linear layer of the model",
+                           f"choose among the linear layers that exist: {', '.join(suffixes)} (or 'all-linear')")
+        chosen = [n for n in lin if any(n == t or n.endswith("." + t) for t in wanted)]
+    if r is not None:
+        for n in chosen:
+            d_in, d_out = _dims(lin[n])
+            if r > min(d_in, d_out):
+                raise XltError(f"rank {r} is larger than layer {n}'s dimensions ({d_in} in, {d_out} out)",
+                               f"use a rank of at most {min(min(_dims(lin[c])) for c in chosen)} for these targets")
+    return chosen
+
+
+def lora_config(model, r: int, alpha: float, dropout: float, target_modules, **kw):
+    from peft import LoraConfig
+
+    chosen = resolve_targets(model, target_modules, r)
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=chosen, bias="none",
+                      init_lora_weights=True, **kw)
+
+
+@register_method("lora")
+class Lora(Method):
+    description = "PEFT LoRA on the transformer's linear layers in stage 2 (embeddings trained in stage 1)"
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "adapter_name": "default", "seed": 0}
+
+    def prepare(self, model):
+        from peft import get_peft_model
+
+        o = self.options
+        cfg = lora_config(model, o["r"], o["alpha"], o["dropout"], o["target_modules"])
+        with torch.random.fork_rng(devices=[]):  # A's random init depends on the seed only, not on the caller's RNG
+            torch.manual_seed(o["seed"])
+            return get_peft_model(model, cfg, adapter_name=o["adapter_name"])
+
+    def stage2_parameters(self, model):
+        return [p for n, p in model.named_parameters() if "lora_" in n]
+
+    def save(self, model, folder: Path, base_folder, fp) -> None:
+        model.save_pretrained(str(folder), save_embedding_layers=False)
+        save_embeddings(model, folder / "embeddings.safetensors")
+        write_meta(folder, self.name, base_folder, fp, self.options)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, base=None):
+        from peft import PeftModel
+
+        model = load_base(meta, folder, base)
+        load_embeddings(model, folder / "embeddings.safetensors")
+        name = meta["options"].get("adapter_name", "default")
+        sub = folder if name == "default" else folder / name  # PEFT saves a named adapter in a subfolder
+        return PeftModel.from_pretrained(model, str(sub), adapter_name=name).eval()
+
+
+__all__ = ["Lora", "fingerprint", "linear_modules", "lora_config", "resolve_targets"]
