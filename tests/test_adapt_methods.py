@@ -125,10 +125,11 @@ ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350
 
 
 def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
-    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora",
-              method_options={"r": 4}, **ARGS)
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft",
+              method_options={"r": 4, "k": 500}, **ARGS)
     s = res.metrics["summary"]
-    assert set(s) == {"overlap", "overlap+lora"}
+    assert set(s) == {"overlap", "overlap+lora", "overlap+sft"}
+    assert s["overlap+sft"]["trainable_parameters_stage2"] == 500
     assert s["overlap"]["method"] == "full" and s["overlap+lora"]["method"] == "lora"
     # 2 layers of d=64: 4 attention 64x64 + gate/up 64->128 + down 128->64, rank 4
     assert s["overlap+lora"]["trainable_parameters_stage2"] == 2 * 4 * (4 * 128 + 3 * 192)
@@ -138,9 +139,6 @@ def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
     assert ev_f[:2] == ev_l[:2] and ev_f[-1] != ev_l[-1]
     from transformers import AutoTokenizer
 
-    folder = tmp_path / "o" / "overlap+lora"
-    model = load_adapted(folder)
-    tok = AutoTokenizer.from_pretrained(folder)
     from xlt.eval import bits_per_byte
 
     from xlt.corpora import open_corpus
@@ -148,7 +146,11 @@ def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
     from xlt.languages import resolve
 
     test = truncate_texts(open_corpus(str(parallel_jsonl)).texts(resolve("sw"), "test"), 3000)
-    assert bits_per_byte(model, tok, test, 512).bits_per_byte == pytest.approx(s["overlap+lora"]["test_bpb_final"], abs=1e-6)
+    for name in ("overlap+lora", "overlap+sft"):  # the saved folders load back to the same model
+        folder = tmp_path / "o" / name
+        model, tok = load_adapted(folder), AutoTokenizer.from_pretrained(folder)
+        assert bits_per_byte(model, tok, test, 512).bits_per_byte == s[name]["test_bpb_final"], name
+    folder = tmp_path / "o" / "overlap+lora"
     meta = json.loads((folder / "xlt_method.json").read_text())
     assert meta["method"] == "lora" and meta["options"]["r"] == 4
     assert "Adaptation methods" in (tmp_path / "o" / "report.html").read_text()
