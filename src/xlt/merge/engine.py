@@ -620,7 +620,7 @@ class Executor:
     def run_stage(self, si: int, stage, tensors: list[OutTensor], bar_desc: str) -> None:
         """Two streaming passes over ``tensors`` for stage ``si``; results into ctx.stats[si]."""
         n_models = len(tensors[0].inputs)
-        sels = [RankSelector() for _ in range(n_models)]
+        sels = [RankSelector(nonneg=stage.nonneg) for _ in range(n_models)]
         cache = None
         single = len(tensors) == 1 and len(self.chunks(tensors[0])) == 1
         for pass_no in (1, 2):
@@ -638,9 +638,7 @@ class Executor:
                     s.next_pass(stage.ranks(s.total, i, tensors[0].params))
         while len(self.ctx.stats) <= si:
             self.ctx.stats.append(None)
-            self.ctx.minmax.append(None)
         self.ctx.stats[si] = [s.result() for s in sels]
-        self.ctx.minmax[si] = [(s.min, s.max) for s in sels]
 
     def execute(self, writer: ShardedWriter) -> dict:
         stages = self.m.stats(self.plan.merged[0].params) if (self.m.stats and self.plan.merged) else []
@@ -804,14 +802,12 @@ def merge_tensors(method: str, base: torch.Tensor | None, tensors: list[torch.Te
     ctx = Context(name=name, shape=tuple(tensors[0].shape), seed=seed, is_embedding=is_embedding(name))
     for si, st in enumerate(m.stats(p) if m.stats else []):
         vals = st.values(base, tensors, p, ctx)
-        res, mm = [], []
+        res = []
         for i, v in enumerate(vals):
-            s = RankSelector()
+            s = RankSelector(nonneg=st.nonneg)
             s.add(v)
             s.next_pass(st.ranks(s.total, i, p))
             s.add(v)
             res.append(s.result())
-            mm.append((s.min, s.max))
         ctx.stats.append(res)
-        ctx.minmax.append(mm)
     return m.merge(base, tensors, p, ctx)

@@ -42,13 +42,13 @@ class StatStage:
     ``values(base, tensors, params, ctx)`` gives one tensor per input model (same shape as the chunk)
     whose ``ranks(total, model_index, params)`` ascending order statistics are wanted, over each tensor
     (``scope="tensor"``) or over all tensors the method merges (``scope="global"``). Results arrive in
-    ``ctx.stats[stage_index][model_index]`` as a list of :class:`~xlt.merge.stats.Selection` plus
-    ``ctx.minmax[stage_index][model_index]`` (min, max).
+    ``ctx.stats[stage_index][model_index]`` as a list of :class:`~xlt.merge.stats.Selection`.
     """
 
     values: Callable
     ranks: Callable[[int, int, dict], list[int]]
     scope: str = "tensor"
+    nonneg: bool = False  # the values are magnitudes (≥ 0, never -0.0): a faster selection path
 
 
 @dataclass
@@ -60,7 +60,6 @@ class Context:
     offset: int = 0  # flat index of the chunk's first element within the tensor
     seed: int = 0
     stats: list = field(default_factory=list)
-    minmax: list = field(default_factory=list)
     counters: dict = field(default_factory=dict)  # state carried across chunks (tie counts)
     is_embedding: bool = False
 

@@ -51,28 +51,34 @@ class Selection:
 class RankSelector:
     """Exact values at given ascending ranks of a stream: call :meth:`add` over the stream in pass 1,
     :meth:`next_pass`, :meth:`add` over the same stream again, then :meth:`result`.
-    Also records min, max and count in pass 1.
+    ``nonneg=True`` promises values ≥ 0 (magnitudes), whose float32 bits are already ordered as int32:
+    that path needs no key conversion.
     """
 
-    def __init__(self):
+    def __init__(self, nonneg: bool = False):
+        self.nonneg = nonneg
         self.pass_no = 1
         self.hist1 = torch.zeros(BINS, dtype=torch.int64)
         self.total = 0
-        self.min = float("inf")
-        self.max = float("-inf")
         self.ranks: list[int] = []
         self.bins: dict[int, torch.Tensor] = {}
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nonneg:
+            x = x.detach().reshape(-1)
+            if x.dtype != torch.float32:
+                x = x.to(torch.float32)
+            return x.view(torch.int32)
+        return sortable_keys(x)
 
     def add(self, x: torch.Tensor) -> None:
         if x.numel() == 0:
             return
-        keys = sortable_keys(x)
+        keys = self.keys(x)
         hi = keys >> 16
         if self.pass_no == 1:
             self.hist1 += torch.bincount(hi, minlength=BINS)
             self.total += keys.numel()
-            self.min = min(self.min, float(x.min()))
-            self.max = max(self.max, float(x.max()))
         else:
             for b, h in self.bins.items():
                 sel = keys[hi == b]
@@ -100,7 +106,8 @@ class RankSelector:
             cum2 = torch.cumsum(h, 0)
             low = int(torch.searchsorted(cum2, torch.tensor(r - before_bin), right=True))
             less = before_bin + (int(cum2[low - 1]) if low > 0 else 0)
-            out.append(Selection(r, key_to_float((b << 16) | low), less, int(h[low]), self.total))
+            key = (b << 16) | low
+            out.append(Selection(r, key_to_float(key + _SIGN if self.nonneg else key), less, int(h[low]), self.total))
         return out
 
 

@@ -87,7 +87,7 @@ def merge(base, tensors, p, ctx):
 
 
 def stats(p: dict) -> list[StatStage]:
-    return [StatStage(_abs_values, _abs_ranks, "global"), StatStage(_score_values, _score_ranks, "global")]
+    return [StatStage(_abs_values, _abs_ranks, "global", nonneg=True), StatStage(_score_values, _score_ranks, "global")]
 
 
 def _q_check(v):

@@ -24,7 +24,7 @@ def keep_count(n: int, density: float) -> int:
 
 
 def _values(base, tensors, p, ctx):
-    return [(t - base).abs() for t in tensors]
+    return [(t - base).abs_() for t in tensors]
 
 
 def _ranks(total: int, i: int, p: dict) -> list[int]:
@@ -49,7 +49,7 @@ def merge(base, tensors, p, ctx):
 
 
 def stats(p: dict) -> list[StatStage]:
-    return [StatStage(values=_values, ranks=_ranks, scope=p.get("trim_scope", "tensor"))]
+    return [StatStage(values=_values, ranks=_ranks, scope=p.get("trim_scope", "tensor"), nonneg=True)]
 
 
 def scope_check(v) -> str | None:
