@@ -253,3 +253,52 @@ def test_multihead_keeps_the_source_head_beside_the_new_one(tmp_path, source_tok
         assert mh(y).logits.shape[-1] == len(tgt)
     with pytest.raises(XltError, match="no output head"):
         mh.use_head("fra")
+
+
+def _fake_fast_align(tmp_path, body: str):
+    """An executable standing in for fast_align: reads `-i FILE`, prints one alignment line per input line."""
+    import sys
+
+    exe = tmp_path / "fast_align"
+    exe.write_text(f"#!{sys.executable}\nimport sys\nargs = sys.argv[1:]\npath = args[args.index('-i') + 1]\n"
+                   f"open(path + '.argv', 'w').write(' '.join(args))\n{body}\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_fast_align_path_counts_its_links(tmp_path):
+    from xlt.vocab.align import fast_align_links
+
+    # diagonal links i-i for the shorter side: source position i, target position i
+    exe = _fake_fast_align(tmp_path, "for line in open(path):\n    s, t = line.split(' ||| ')\n"
+                                     "    n = min(len(s.split()), len(t.split()))\n    print(' '.join(f'{i}-{i}' for i in range(n)))")
+    src = [[1, 2, 3], [2, 2], [], [4]]
+    tgt = [[7, 8], [9, 9, 9], [5], [6]]
+    counts, n = fast_align_links(src, tgt, 10, 12, str(exe))
+    assert n == 3  # the pair with an empty source side is not written
+    expected = np.zeros((12, 10))
+    for s, t in [([1, 2, 3], [7, 8]), ([2, 2], [9, 9, 9]), ([4], [6])]:
+        for i in range(min(len(s), len(t))):
+            expected[t[i], s[i]] += 1
+    assert np.array_equal(counts.toarray(), expected)  # {9: {2: 2}}: repeated links add up
+
+
+def test_transtok_with_fast_align_option(tmp_path, source_tokenizer, target_tokenizer, corpus):
+    exe = _fake_fast_align(tmp_path, "for line in open(path):\n    print('0-0')")
+    mapping = build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="fast_align",
+                                             fast_align_bin=str(exe), transtok_min_count=1))
+    notes = mapping.summary()
+    assert notes["aligner"] == f"fast_align:{exe}" and notes["sentence_pairs"] > 400
+    assert notes["alignment_links"] == notes["sentence_pairs"]  # one link per pair, as printed
+    assert "alignment" in mapping.evidence
+    with pytest.raises(XltError, match="was not found") as e:
+        build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="fast_align",
+                                       fast_align_bin=str(tmp_path / "missing")))
+    assert "fast_align_bin=PATH" in e.value.fix
+    (tmp_path / "bad").mkdir()
+    bad = _fake_fast_align(tmp_path / "bad", "sys.exit('boom')")
+    with pytest.raises(XltError, match="fast_align failed.*boom"):
+        build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="fast_align",
+                                       fast_align_bin=str(bad)))
+    with pytest.raises(XltError, match="unknown transtok_aligner"):
+        build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="giza"))

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ibm1_align", "ibm1_table", "IBM1Table", "rows_from_counts", "parse_translation_table"]
+__all__ = ["ibm1_align", "ibm1_table", "IBM1Table", "rows_from_counts", "parse_translation_table", "fast_align_links"]
 
 #: default cap on (target × source) entries processed at once (bounds the temporaries: ~20 bytes each)
 CHUNK_ENTRIES = 2_000_000
@@ -234,6 +234,51 @@ def ibm1_align(src_seqs: Sequence[Sequence[int]], tgt_seqs: Sequence[Sequence[in
     (links to NULL are not counted). Pairs with an empty side are skipped.
     """
     return ibm1_table(src_seqs, tgt_seqs, n_src, n_tgt, iterations, chunk_entries).links
+
+
+def fast_align_links(src_seqs: Sequence[Sequence[int]], tgt_seqs: Sequence[Sequence[int]], n_src: int, n_tgt: int,
+                     binary: str = "fast_align", args: Sequence[str] = ("-d", "-o", "-v")) -> tuple[sp.csr_matrix, int]:
+    """Link counts ``C`` (n_tgt × n_src) from an external ``fast_align`` binary (Dyer et al., 2013).
+
+    Each pair is written as ``s<id> … ||| t<id> …`` (source on the left, so fast_align's ``i-j`` is source
+    position i, target position j), ``binary -i FILE`` + ``args`` is run, and every link counts once.
+    Pairs with an empty side are not written. Returns (counts, sentence pairs aligned). Raises
+    ``FileNotFoundError`` when the binary is missing and ``RuntimeError`` when it fails.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which(binary) or (binary if os.path.isfile(binary) and os.access(binary, os.X_OK) else None)
+    if exe is None:
+        raise FileNotFoundError(binary)
+    if len(src_seqs) != len(tgt_seqs):
+        raise ValueError(f"{len(src_seqs)} source sequences but {len(tgt_seqs)} target sequences")
+    kept = [(s, t) for s, t in zip(src_seqs, tgt_seqs) if len(s) and len(t)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pairs.txt")
+        with open(path, "w", encoding="utf-8") as fh:
+            for s, t in kept:
+                fh.write(" ".join(f"s{i}" for i in s) + " ||| " + " ".join(f"t{i}" for i in t) + "\n")
+        proc = subprocess.run([exe, "-i", path, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{binary} exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    lines = proc.stdout.splitlines()
+    if len(lines) != len(kept):
+        raise RuntimeError(f"{binary} printed {len(lines)} alignment lines for {len(kept)} sentence pairs")
+    rows, cols = [], []
+    for (s, t), line in zip(kept, lines):
+        for link in line.split():
+            i, _, j = link.partition("-")
+            i, j = int(i), int(j)
+            if not (0 <= i < len(s) and 0 <= j < len(t)):
+                raise RuntimeError(f"{binary} printed link {link} outside a pair of {len(s)} and {len(t)} tokens")
+            rows.append(t[j])
+            cols.append(s[i])
+    counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_tgt, n_src))
+    counts.sum_duplicates()
+    return counts, len(kept)
 
 
 def rows_from_counts(counts: sp.spmatrix, min_count: float = 10) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -13,7 +13,9 @@ pairs seen fewer than ``min_count`` times dropped). Precedence per target row:
 
 Options (``ctx.options``): ``transtok_min_count`` (default 10, as in the reference implementation),
 ``transtok_iterations`` (EM iterations, default 5), ``transtok_table`` (path of a ``fast_align``-style
-table ``src_token<TAB>tgt_token<TAB>...<TAB>count`` to use instead of aligning the corpus).
+table ``src_token<TAB>tgt_token<TAB>...<TAB>count`` to use instead of aligning the corpus),
+``transtok_aligner`` (``ibm1``, the default, or ``fast_align`` to run a user's ``fast_align`` binary on the
+tokenised corpus; ``fast_align_bin`` gives its path, default ``fast_align`` on PATH).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xlt.errors import XltError
-from xlt.vocab.align import ibm1_table, parse_translation_table, rows_from_counts
+from xlt.vocab.align import fast_align_links, ibm1_table, parse_translation_table, rows_from_counts
 from xlt.vocab.baselines import overlap_init
 from xlt.vocab.canon import special_token_ids
 from xlt.vocab.mapping import TransferMapping
@@ -93,6 +95,11 @@ def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) ->
                        f"{ctx.source_lang} in the train split", _PARALLEL_FIX)
     tgt_ids = ctx.target_tokenizer([p[1] for p in pairs], add_special_tokens=False)["input_ids"]
     src_ids = ctx.source_tokenizer([p[2] for p in pairs], add_special_tokens=False)["input_ids"]
+    aligner = str(ctx.options.get("transtok_aligner", "ibm1"))
+    if aligner == "fast_align":
+        return _fast_align_counts(ctx, src_ids, tgt_ids, n_s, n_t)
+    if aligner != "ibm1":
+        raise XltError(f"unknown transtok_aligner {aligner!r}", "use ibm1 (built in) or fast_align")
     result = ibm1_table(src_ids, tgt_ids, n_s, n_t, iterations=iterations)
     if result.sentence_pairs == 0:
         raise XltError(f"the transtok init found {len(pairs)} aligned segments between {ctx.target_lang} and "
@@ -100,6 +107,21 @@ def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) ->
     notes = {"aligner": "ibm1", "sentence_pairs": result.sentence_pairs, "em_iterations": iterations,
              "alignment_links": int(result.links.sum())}
     return result.links, notes
+
+
+def _fast_align_counts(ctx: TransferContext, src_ids, tgt_ids, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
+    binary = str(ctx.options.get("fast_align_bin", "fast_align"))
+    try:
+        counts, n_pairs = fast_align_links(src_ids, tgt_ids, n_s, n_t, binary)
+    except FileNotFoundError:
+        raise XltError(f"the fast_align binary {binary!r} was not found",
+                       "pass its path with -O fast_align_bin=PATH, or drop transtok_aligner to use the built-in aligner") from None
+    except RuntimeError as e:
+        raise XltError(f"fast_align failed: {e}", "check the binary (fast_align -h), or use the built-in aligner") from None
+    if n_pairs == 0:
+        raise XltError(f"the transtok init found no segment with tokens on both sides between {ctx.target_lang} and "
+                       f"{ctx.source_lang}", _PARALLEL_FIX)
+    return counts, {"aligner": f"fast_align:{binary}", "sentence_pairs": n_pairs, "alignment_links": int(counts.sum())}
 
 
 def _table_counts(path: str, src, tgt, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
