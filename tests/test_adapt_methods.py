@@ -125,10 +125,11 @@ ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350
 
 
 def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
-    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft",
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft,mos",
               method_options={"r": 4, "k": 500}, **ARGS)
     s = res.metrics["summary"]
-    assert set(s) == {"overlap", "overlap+lora", "overlap+sft"}
+    assert set(s) == {"overlap", "overlap+lora", "overlap+sft", "overlap+mos"}
+    assert s["overlap+mos"]["trainable_parameters_stage2"] < s["overlap+lora"]["trainable_parameters_stage2"]
     assert s["overlap+sft"]["trainable_parameters_stage2"] == 500
     assert s["overlap"]["method"] == "full" and s["overlap+lora"]["method"] == "lora"
     # 2 layers of d=64: 4 attention 64x64 + gate/up 64->128 + down 128->64, rank 4
@@ -146,7 +147,7 @@ def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
     from xlt.languages import resolve
 
     test = truncate_texts(open_corpus(str(parallel_jsonl)).texts(resolve("sw"), "test"), 3000)
-    for name in ("overlap+lora", "overlap+sft"):  # the saved folders load back to the same model
+    for name in ("overlap+lora", "overlap+sft", "overlap+mos"):  # the saved folders load back to the same model
         folder = tmp_path / "o" / name
         model, tok = load_adapted(folder), AutoTokenizer.from_pretrained(folder)
         assert bits_per_byte(model, tok, test, 512).bits_per_byte == s[name]["test_bpb_final"], name

@@ -216,3 +216,4 @@ def load_adapted(folder: str | Path, base=None):
 from xlt.adapt.methods import full as _full  # noqa: E402,F401
 from xlt.adapt.methods import lora as _lora  # noqa: E402,F401
 from xlt.adapt.methods import sparse as _sparse  # noqa: E402,F401
+from xlt.adapt.methods import mos as _mos  # noqa: E402,F401
