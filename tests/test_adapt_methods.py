@@ -125,10 +125,13 @@ ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350
 
 
 def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
-    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft,mos",
+    res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft,mos,recursive",
               method_options={"r": 4, "k": 500}, **ARGS)
     s = res.metrics["summary"]
-    assert set(s) == {"overlap", "overlap+lora", "overlap+sft", "overlap+mos"}
+    assert set(s) == {"overlap", "overlap+lora", "overlap+sft", "overlap+mos", "overlap+recursive"}
+    # 2 layers looped as 1 shared layer: one layer's linear weights fewer, plus the per-position LoRAs
+    lin = 4 * 64 * 64 + 3 * 64 * 128
+    assert s["overlap"]["model_parameters"] - s["overlap+recursive"]["model_parameters"] == lin - 2 * 4 * (4 * 128 + 3 * 192)
     assert s["overlap+mos"]["trainable_parameters_stage2"] < s["overlap+lora"]["trainable_parameters_stage2"]
     assert s["overlap+sft"]["trainable_parameters_stage2"] == 500
     assert s["overlap"]["method"] == "full" and s["overlap+lora"]["method"] == "lora"
@@ -147,7 +150,7 @@ def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
     from xlt.languages import resolve
 
     test = truncate_texts(open_corpus(str(parallel_jsonl)).texts(resolve("sw"), "test"), 3000)
-    for name in ("overlap+lora", "overlap+sft", "overlap+mos"):  # the saved folders load back to the same model
+    for name in ("overlap+lora", "overlap+sft", "overlap+mos", "overlap+recursive"):  # the saved folders load back to the same model
         folder = tmp_path / "o" / name
         model, tok = load_adapted(folder), AutoTokenizer.from_pretrained(folder)
         assert bits_per_byte(model, tok, test, 512).bits_per_byte == s[name]["test_bpb_final"], name

@@ -321,6 +321,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         "samples": samples,
         "seconds": {"init": t_map, "leave_one_out": t_loo, "train": t_train, "total": time.time() - t0},
         "trainable_parameters": {"stage1": n_stage1, "stage2": method.trainable_parameters(model)},
+        "model_parameters": sum(p.numel() for p in model.parameters()),  # shared tensors counted once
     }
     with atomic_dir(final, overwrite=True) as tmp:
         if meth == "full":
@@ -370,7 +371,8 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
                "overlap_share": shares.get("overlap", 0.0) + shares.get("special", 0.0),
                "fallback_share": shares.get("mean", 0.0) + shares.get("random", 0.0),
                "seconds": r["seconds"]["total"], "init": r["init"], "method": r.get("method", "full"),
-               "trainable_parameters_stage2": r.get("trainable_parameters", {}).get("stage2")}
+               "trainable_parameters_stage2": r.get("trainable_parameters", {}).get("stage2"),
+               "model_parameters": r.get("model_parameters")}
         if goal is not None:
             reached = steps_to_reach(r["history"]["eval"], goal)
             row["steps_to_random_final"] = reached
@@ -421,6 +423,8 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
             "trainable_parameters_stage2": "parameters the method trains in stage 2 (full: every parameter; lora: the "
                                            "LoRA factors; sft: the k selected entries); stage 1 trains the embeddings "
                                            "for every method",
+            "model_parameters": "distinct parameters of the adapted model (tensors shared across positions, as in the "
+                                "recursive model, counted once; adapters included)",
             "rank": "order of dev bits/byte after the last training step (1 = lowest)",
             "loo_cosine": "leave-one-out reconstruction: overlapping tokens held out from copying (a seeded sample), rebuilt "
                           "from the method's other evidence; mean cosine to their true source rows",

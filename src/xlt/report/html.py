@@ -105,11 +105,13 @@ def render(metrics: dict) -> str:
 
     if any(r.get("method", "full") != "full" for r in summ.values()):
         parts.append("<h2>Adaptation methods</h2>")
-        rows = [[n, r.get("init"), r.get("method"), r.get("trainable_parameters_stage2"), r["bpb_final"], r["test_bpb_final"],
-                 r["seconds"]] for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_final"])]
-        parts.append(_table(["run", "init", "method", "trainable parameters (stage 2)", f"dev bpb at step {t['steps']}",
-                             "test bpb at end", "seconds"], rows, best_col=4))
-        parts.append("<p class='how'>" + html.escape(defs.get("trainable_parameters_stage2", "")) + "</p>")
+        rows = [[n, r.get("init"), r.get("method"), r.get("trainable_parameters_stage2"), r.get("model_parameters"),
+                 r["bpb_final"], r["test_bpb_final"], r["seconds"]]
+                for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_final"])]
+        parts.append(_table(["run", "init", "method", "trainable parameters (stage 2)", "model parameters",
+                             f"dev bpb at step {t['steps']}", "test bpb at end", "seconds"], rows, best_col=5))
+        parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
+                                                    ("trainable_parameters_stage2", "model_parameters") if k in defs) + "</p>")
 
     parts.append("<h2>Comparison without training</h2>")
     rows = [[n, r.get("loo_cosine"), r["bpb_step0"], r.get("overlap_share"), r.get("fallback_share")]

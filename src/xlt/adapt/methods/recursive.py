@@ -1,0 +1,165 @@
+"""``recursive``: Relaxed Recursive Transformers (Bae et al., ICLR 2025) converted from a pretrained model.
+
+The L layers become K shared layers looped B = L/K times: depth position ``l`` runs shared layer
+``k(l) = l mod K``. The shared block is initialised
+
+- ``average``: ``W'_k = mean{W_l : l mod K = k}`` (with the merge engine's ``linear`` method when
+  :mod:`xlt.merge` is installed, else directly),
+- ``stepwise``: ``W'_k = W_{k·B}``,
+- ``lower``: ``W'_k = W_k``.
+
+Every depth position gets its own LoRA on every linear layer ("relaxation"), initialised from the
+truncated SVD of the residual ``R_l = W_l − W'_{k(l)}``: ``B = U_r √Σ_r / √s``, ``A = √Σ_r V_rᵀ / √s`` with
+``s = α/r``, so ``s·BA`` is the best rank-r approximation of ``R_l``; at full rank the original model is
+reproduced, at rank 0 it is the pure recursive model. The looped positions share the base tensors (one
+storage); stage 2 trains the shared block and the LoRAs together (gradients of every position add up in
+the shared tensors). Deviation: the norm weights stay per position (2·d values per layer) so that full
+rank reproduces the original exactly; the paper does not settle this in the material we have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xlt.adapt.methods import Method, load_base, load_embeddings, register_method, save_embeddings, write_meta
+from xlt.errors import XltError
+
+
+def _layer_list(model) -> nn.ModuleList:
+    base = getattr(model, "get_base_model", lambda: model)()
+    inner = getattr(base, "model", None)
+    if inner is None or not isinstance(getattr(inner, "layers", None), nn.ModuleList):
+        raise XltError(f"recursive conversion supports Llama-style models (model.layers); got {type(base).__name__}",
+                       "use a Llama-, Mistral- or Qwen-style causal LM such as SmolLM2")
+    return inner.layers
+
+
+def _shared_names(layer) -> list[str]:
+    """Parameter names of a layer that are shared across loops: the linear weights (norms stay per position)."""
+    return [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _average(tensors: list[torch.Tensor]) -> torch.Tensor:
+    try:
+        from xlt.merge.engine import merge_tensors
+
+        return merge_tensors("linear", None, tensors).to(tensors[0].dtype)
+    except ImportError:
+        return torch.stack(tensors).mean(0)
+
+
+def to_recursive(model, K: int, init: str = "average", r: int = 8, alpha: float | None = None, seed: int = 0):
+    """Convert ``model`` (in place) into K shared layers looped L/K times, with a per-position LoRA of rank ``r``
+    initialised from the SVD of the residuals (``r = 0``: no LoRA). Returns the model (a PeftModel when r > 0)."""
+    layers = _layer_list(model)
+    L = len(layers)
+    if not 1 <= K <= L or L % K:
+        divisors = [k for k in range(1, L + 1) if L % k == 0]
+        raise XltError(f"{L} layers cannot be looped as K = {K} shared layers", f"choose K among the divisors of {L}: {divisors}")
+    if init not in ("average", "stepwise", "lower"):
+        raise XltError(f"unknown recursive init {init!r}", "choose average, stepwise or lower")
+    B = L // K
+    lin_names = _shared_names(layers[0])
+    orig = [{n: layers[l].get_submodule(n).weight.detach().clone() for n in lin_names} for l in range(L)]
+    dims = {n: tuple(orig[0][n].shape) for n in lin_names}
+    if r > min(min(d) for d in dims.values()):
+        n = min(dims, key=lambda x: min(dims[x]))
+        raise XltError(f"rank {r} is larger than layer {n}'s dimensions ({dims[n][1]} in, {dims[n][0]} out)",
+                       f"use a rank of at most {min(dims[n])}")
+    shared = []
+    for k in range(K):
+        group = [l for l in range(L) if l % K == k]
+        src = {"average": None, "stepwise": k * B, "lower": k}[init]
+        shared.append({n: nn.Parameter(_average([orig[l][n] for l in group]) if src is None else orig[src][n].clone())
+                       for n in lin_names})
+    for l in range(L):  # every position keeps its module (and norms); its linear weights become the shared ones
+        for n in lin_names:
+            lin = layers[l].get_submodule(n)
+            lin.weight = shared[l % K][n]
+    model.config.xlt_recursive = {"K": K, "B": B, "init": init, "r": r}
+    if r == 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    alpha = alpha or r
+    targets = [f"model.layers.{l}.{n}" for l in range(L) for n in lin_names]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, bias="none"))
+    s = alpha / r
+    with torch.no_grad():
+        for l in range(L):
+            for n in lin_names:
+                layer = pm.base_model.model.get_submodule(f"model.layers.{l}.{n}")
+                R = (orig[l][n].double() - shared[l % K][n].detach().double())
+                U, S, Vh = torch.linalg.svd(R, full_matrices=False)
+                root = S[:r].sqrt()
+                layer.lora_B["default"].weight.copy_((U[:, :r] * root / s ** 0.5).to(R.dtype))
+                layer.lora_A["default"].weight.copy_((root[:, None] * Vh[:r] / s ** 0.5).to(R.dtype))
+    return pm
+
+
+def shared_parameters(model) -> list[nn.Parameter]:
+    """The shared block, the per-position norms and the LoRAs (what stage 2 trains), each once."""
+    emb = {id(p) for p in _emb(model)}
+    seen, out = set(), []
+    for n, p in model.named_parameters():
+        if id(p) in emb or id(p) in seen:
+            continue
+        seen.add(id(p))
+        out.append(p)
+    return out
+
+
+def _emb(model):
+    from xlt.adapt.train import embedding_parameters
+
+    return embedding_parameters(getattr(model, "get_base_model", lambda: model)())
+
+
+def unique_parameters(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@register_method("recursive")
+class Recursive(Method):
+    description = "relaxed recursive transformer: K shared layers looped L/K times + per-position SVD-initialised LoRA"
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"K": None, "init": "average", "r": 8, "alpha": None, "seed": 0}
+
+    def prepare(self, model):
+        o = self.options
+        K = o["K"] or max(1, len(_layer_list(model)) // 2)
+        self.options["K"] = K
+        return to_recursive(model, K, o["init"], o["r"], o["alpha"], o["seed"])
+
+    def stage2_parameters(self, model):
+        return shared_parameters(model)
+
+    def save(self, model, folder: Path, base_folder, fp) -> None:
+        from safetensors.torch import save_model
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(folder / "recursive.safetensors"))  # shared tensors stored once
+        save_embeddings(model, folder / "embeddings.safetensors")
+        write_meta(folder, self.name, base_folder, fp, self.options, unique_parameters=unique_parameters(model))
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, base=None):
+        from safetensors.torch import load_model
+
+        model = load_base(meta, folder, base)
+        load_embeddings(model, folder / "embeddings.safetensors")
+        o = meta["options"]
+        model = to_recursive(model, o["K"], o["init"], o["r"], o["alpha"], o["seed"])
+        load_model(model, str(folder / "recursive.safetensors"))
+        return model.eval()
+
+
+__all__ = ["Recursive", "shared_parameters", "to_recursive", "unique_parameters"]
