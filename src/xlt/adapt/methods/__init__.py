@@ -218,3 +218,4 @@ from xlt.adapt.methods import lora as _lora  # noqa: E402,F401
 from xlt.adapt.methods import sparse as _sparse  # noqa: E402,F401
 from xlt.adapt.methods import mos as _mos  # noqa: E402,F401
 from xlt.adapt.methods import recursive as _recursive  # noqa: E402,F401
+from xlt.adapt.methods import unified as _unified  # noqa: E402,F401
