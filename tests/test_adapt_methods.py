@@ -161,3 +161,31 @@ def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
     with pytest.raises(XltError, match=r"method option\(s\) \['density'\]"):
         run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "x", method="lora",
             method_options={"density": 0.1}, **ARGS)
+
+
+def _cli(monkeypatch, capsys, *args):
+    import sys
+
+    from xlt.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["xlt", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out + cap.err
+
+
+def test_cli_method_option_and_listing(tmp_path, monkeypatch, capsys, tiny_source_dir, parallel_jsonl):
+    code, text = _cli(monkeypatch, capsys, "methods")
+    assert code == 0
+    for name in ("full", "lora", "sft", "mos", "recursive", "unified", "par-adapter-ffn"):
+        assert name in text
+    base = ["adapt", "--source", tiny_source_dir, "--corpus", parallel_jsonl, "--out", tmp_path / "o", "--steps", "2",
+            "--vocab-size", "350", "--no-progress"]
+    code, text = _cli(monkeypatch, capsys, *base, "--method", "full,lorra")
+    assert code == 2 and "unknown adaptation method 'lorra'" in text and "fix:" in text and "Traceback" not in text
+    code, text = _cli(monkeypatch, capsys, *base, "--method", "lora", "-M", "rank=4")
+    assert code == 2 and "method option(s) ['rank'] are accepted by none" in text and "alpha" in text
+    code, text = _cli(monkeypatch, capsys, *base, "--method", "sft", "-M", "density=3")
+    assert code == 2 and "density 3 is not in (0, 1]" in text
+    assert not (tmp_path / "o").exists()

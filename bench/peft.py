@@ -1,0 +1,119 @@
+"""Benchmark of the stage-2 adaptation methods on SmolLM2 → Swahili after vocabulary transfer.
+
+Each method runs ``xlt adapt`` (same init, tokenizer, data, steps, batch and sequence length: the same token
+budget) in its own subprocess, so its peak resident memory (VmHWM) is its own. Reported per method:
+trainable parameters in stage 2, distinct model parameters, peak memory, training tokens/s (median over
+the stage-2 steps), dev and test bits/byte at the end. Writes ``<out>/peft.json`` and ``<out>/peft.md``.
+
+    .venv/bin/python bench/peft.py --steps 40 --stage1-steps 10           # CPU (needs `make data`)
+    .venv/bin/python bench/peft.py --methods full,lora --device-note "H100, bf16"
+
+Notes: ``sft`` spends half of stage 2 on its full phase and half on the sparse phase (same total steps);
+its tokens/s mixes both. On CPU training runs in fp32; on a GPU the Trainer uses bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(a) -> None:
+    from xlt.adapt import run
+
+    t0 = time.time()
+    res = run(source=a.source, target=a.target, corpus=a.corpus, init=a.init, out=Path(a.out) / a.method, steps=a.steps,
+              stage1_steps=a.stage1_steps, vocab_size=a.vocab_size, batch_size=a.batch_size, seq_len=a.seq_len,
+              eval_every=a.steps, eval_max_bytes=a.eval_max_bytes, samples=1, loo_tokens=0, method=a.method,
+              method_options=json.loads(a.options or "{}"), overwrite=True, show_progress=False, log=lambda m: None)
+    key = a.init if a.method == "full" else f"{a.init}+{a.method}"
+    r = res.metrics["inits"][key]
+    stage2 = [h["tokens_per_s"] for h in r["history"]["train"] if h["stage"] == 2]
+    print("RESULT " + json.dumps({
+        "method": a.method, "trainable_parameters_stage2": r["trainable_parameters"]["stage2"],
+        "trainable_parameters_stage1": r["trainable_parameters"]["stage1"], "model_parameters": r["model_parameters"],
+        "peak_rss_mib": peak_rss_mib(), "tokens_per_s_stage2": statistics.median(stage2) if stage2 else None,
+        "dev_bpb_step0": r["bpb_step0"], "dev_bpb_final": r["bpb_final"], "test_bpb_final": r["test"]["bits_per_byte"],
+        "train_seconds": r["seconds"]["train"], "wall_seconds": time.time() - t0,
+        "source_test_bpb": res.metrics["reference"]["test"]["bits_per_byte"],
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default="smollm2")
+    ap.add_argument("--target", default="sw")
+    ap.add_argument("--corpus", default="bible")
+    ap.add_argument("--init", default="overlap")
+    ap.add_argument("--methods", default="full,lora,mos,sft,recursive")
+    ap.add_argument("--options", default=None, help="JSON method options for every method, e.g. '{\"r\": 8}'")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--stage1-steps", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--eval-max-bytes", type=int, default=8000)
+    ap.add_argument("--out", default="runs/bench-peft")
+    ap.add_argument("--device-note", default=None, help="where it ran, for the table (default: CPU, threads)")
+    ap.add_argument("--method", help=argparse.SUPPRESS)  # child mode
+    a = ap.parse_args()
+    if a.method:
+        return child(a)
+    import torch
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    device = a.device_note or (f"GPU {torch.cuda.get_device_name()} (bf16 autocast)" if cuda
+                               else f"CPU, {torch.get_num_threads()} threads, fp32")
+    rows = []
+    for m in a.methods.split(","):
+        cmd = [sys.executable, __file__, "--method", m] + [x for k, v in vars(a).items() if k not in ("method", "methods", "device_note")
+                                                           and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+        t = time.time()
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode or not line:
+            print(f"{m}: failed ({p.returncode})\n{p.stderr[-2000:]}", file=sys.stderr)
+            rows.append({"method": m, "error": p.stderr[-500:]})
+            continue
+        rows.append(json.loads(line[0][7:]))
+        print(f"{m}: done in {time.time() - t:.0f}s", file=sys.stderr)
+    ok = [r for r in rows if "error" not in r]
+    lora = next((r for r in ok if r["method"] == "lora"), None)
+    header = ["method", "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
+              "dev bpb step 0", "dev bpb end", "test bpb end"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in ok:
+        ratio = f"{lora['trainable_parameters_stage2'] / r['trainable_parameters_stage2']:.1f}x fewer" if lora else "—"
+        lines.append(f"| {r['method']} | {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s_stage2']:.0f} | {r['dev_bpb_step0']:.3f} | "
+                     f"{r['dev_bpb_final']:.3f} | {r['test_bpb_final']:.3f} |")
+    settings = {k: v for k, v in vars(a).items() if k not in ("method",)}
+    md = (f"# xlt bench/peft.py\n\n{a.source} → {a.target} ({a.corpus}), init {a.init}, {a.steps} steps "
+          f"({a.stage1_steps} embedding-only), batch {a.batch_size} × {a.seq_len} tokens: "
+          f"{a.steps * a.batch_size * a.seq_len:,} training tokens per method. Device: {device}.\n\n"
+          + "\n".join(lines) + "\n\n"
+          + (f"Source model, no transfer, own tokenizer: test bpb {ok[0]['source_test_bpb']:.3f}.\n" if ok else "")
+          + ("" if cuda else "GPU throughput: not measured (no GPU in this run).\n"))
+    (out / "peft.md").write_text(md)
+    (out / "peft.json").write_text(json.dumps({"settings": settings, "device": device, "rows": rows}, indent=2))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
