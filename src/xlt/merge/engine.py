@@ -373,13 +373,14 @@ class Planner:
                     if r != vocab_src and n in self.sources[r]:
                         self.dropped.setdefault(r, []).append(n)
                 continue
+            dropped = [self.is_dropped(r, n) for r in have]  # a list: every model's drop is recorded
             if len(have) != len(refs):
-                if all(self.is_dropped(r, n) for r in have):
+                if all(dropped):
                     continue
                 missing = [r for r in refs if r not in have]
                 raise XltError(f"tensor {n} is in {', '.join(have)} but not in {', '.join(missing)}",
                                f"merge models with the same tensors, or leave it out on purpose with drop: ['{re.escape(n)}']")
-            if any(self.is_dropped(r, n) for r in have):
+            if any(dropped):
                 continue
             per_input = [[self.model_params(r), cfg.parameters] for r in inputs]
             tensors.append(self.make_tensor(n, [Input(r, n) for r in inputs], Input(base, n) if base else None,
@@ -458,7 +459,7 @@ class Planner:
                     (pre_t if want_pre else post_t).append(
                         self.copy_tensor(n, Input(vocab_src, n), f"vocabulary rule: from {vocab_src}"))
                     continue
-                if any(self.is_dropped(s.model, n) for s in srcs):
+                if any([self.is_dropped(s.model, n) for s in srcs]):
                     continue
                 per_input = [[s.parameters, sl.parameters, self.model_params(s.model), cfg.parameters] for s in ins]
                 t = self.make_tensor(n, [Input(s.model, n) for s in ins], Input(base, n) if base_src else None,
@@ -580,6 +581,13 @@ class MergeResult:
                 f"{self.shards} shard(s), {self.seconds:.1f} s, peak memory (RSS) {human(self.peak_rss)} -> {self.out}")
 
 
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _progress(total: int, desc: str, show: bool):
     from tqdm.auto import tqdm
 
@@ -587,9 +595,10 @@ def _progress(total: int, desc: str, show: bool):
 
 
 class Executor:
-    def __init__(self, plan: Plan, chunk_elems: int, show_progress: bool):
+    def __init__(self, plan: Plan, chunk_elems: int, show_progress: bool, cache_elems: int | None = None):
         self.plan = plan
         self.chunk = chunk_elems
+        self.cache_elems = 6 * chunk_elems if cache_elems is None else cache_elems
         self.show = show_progress
         self.m = plan.method
         self.ctx = Context(seed=plan.config.random_seed)
@@ -617,22 +626,35 @@ class Executor:
         ins = [self.load(i, a, b) for i in t.inputs]
         return stage.values(base, ins, t.params, self.ctx)
 
-    def run_stage(self, si: int, stage, tensors: list[OutTensor], bar_desc: str) -> None:
-        """Two streaming passes over ``tensors`` for stage ``si``; results into ctx.stats[si]."""
+    def run_stage(self, si: int, stage, tensors: list[OutTensor], bar_desc: str, loaded=None) -> None:
+        """Two streaming passes over ``tensors`` for stage ``si``; results into ctx.stats[si].
+
+        For one tensor whose values fit in ``cache_elems`` (all models together), pass 1 keeps the values
+        so pass 2 does not read and recompute them.
+        """
         n_models = len(tensors[0].inputs)
         sels = [RankSelector(nonneg=stage.nonneg) for _ in range(n_models)]
-        cache = None
-        single = len(tensors) == 1 and len(self.chunks(tensors[0])) == 1
+        numel = sum(_numel(t.shape) for t in tensors)
+        cache: list | None = [] if len(tensors) == 1 and numel * n_models <= self.cache_elems else None
+        if loaded is not None:  # one tensor, already read whole
+            self.chunk_ctx(tensors[0], None)
+            cache = [stage.values(loaded[0], loaded[1], tensors[0].params, self.ctx)]
         for pass_no in (1, 2):
             with _progress(len(tensors), f"{bar_desc} pass {pass_no}", self.show and len(tensors) > 1) as bar:
-                for t in tensors:
-                    for a, b in self.chunks(t):
-                        vals = cache if (single and cache is not None) else self.values(stage, t, a, b)
-                        if single:
-                            cache = vals
+                if cache and (pass_no == 2 or loaded is not None):
+                    for vals in cache:
                         for i, v in enumerate(vals):
                             sels[i].add(v)
-                    bar.update(1)
+                else:
+                    for t in tensors:
+                        for a, b in self.chunks(t):
+                            vals = self.values(stage, t, a, b)
+                            for i, v in enumerate(vals):
+                                sels[i].add(v)
+                            if cache is not None:
+                                cache.append(vals)
+                            del vals
+                        bar.update(1)
             if pass_no == 1:
                 for i, s in enumerate(sels):
                     s.next_pass(stage.ranks(s.total, i, tensors[0].params))
@@ -659,14 +681,26 @@ class Executor:
                     for a, b in iter_chunks(t.shape, self.chunk):
                         writer.write(self.plan.sources[t.inputs[0].model].rows(t.inputs[0].name, a, b, t.dtype))
                 else:
-                    if stages and "global" not in scopes:
+                    chunks = self.chunks(t)
+                    tensor_stats = bool(stages) and "global" not in scopes
+                    loaded = None
+                    n_in = len(t.inputs) + (t.base is not None)
+                    if tensor_stats and _numel(t.shape) * n_in <= self.cache_elems:
+                        # small enough: read the inputs once for the statistics and the merge
+                        chunks = [(None, None)]
+                        loaded = (self.load(t.base, None, None) if t.base else None,
+                                  [self.load(i, None, None) for i in t.inputs])
+                    if tensor_stats:
                         self.ctx.counters = {}
                         for si, st in enumerate(stages):
-                            self.run_stage(si, st, [t], "")
-                    for a, b in self.chunks(t):
+                            self.run_stage(si, st, [t], "", loaded=loaded)
+                    for a, b in chunks:
                         self.chunk_ctx(t, a)
-                        base = self.load(t.base, a, b) if t.base else None
-                        ins = [self.load(i, a, b) for i in t.inputs]
+                        if loaded is not None:
+                            (base, ins), loaded = loaded, None
+                        else:
+                            base = self.load(t.base, a, b) if t.base else None
+                            ins = [self.load(i, a, b) for i in t.inputs]
                         out = self.m.merge(base, ins, t.params, self.ctx)
                         del base, ins
                         if tuple(out.shape) != (tuple(t.shape) if a is None else (b - a, *t.shape[1:])):

@@ -91,8 +91,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict]:
         infos[name] = TensorInfo(name, shape, dtype, path.name, data_start + s, data_start + e)
         data_end = max(data_end, e)
     if data_start + data_end != size:
-        raise XltError(f"weights file {path} is truncated or padded: header promises {data_start + data_end} bytes, "
-                       f"the file has {size}", fix)
+        raise XltError(f"weights file {path} is corrupt or truncated: its header promises {data_start + data_end} "
+                       f"bytes, the file has {size}", fix)
     return infos, meta
 
 

@@ -119,11 +119,11 @@ def topk_mask(a: torch.Tensor, sel: Selection, keep_equal: int, seen_equal: int)
     v = sel.value
     mask = a > v
     eq = a == v
-    n_eq = int(eq.sum())
+    n_eq = int(torch.count_nonzero(eq))
     if n_eq:
         if seen_equal + n_eq <= keep_equal:
             mask |= eq
         elif seen_equal < keep_equal:
-            order = torch.cumsum(eq.reshape(-1), 0).reshape(eq.shape)
-            mask |= eq & (order <= keep_equal - seen_equal)
+            first = torch.nonzero(eq.reshape(-1)).reshape(-1)[: keep_equal - seen_equal]
+            mask.reshape(-1)[first] = True
     return mask, seen_equal + n_eq

@@ -40,7 +40,7 @@ def trim(delta: torch.Tensor, sels: list, key, ctx) -> torch.Tensor:
     keep_equal = (sel.total - sel.rank) - sel.greater
     mask, seen = topk_mask(delta.abs(), sel, keep_equal, ctx.counters.get(key, 0))
     ctx.counters[key] = seen
-    return delta * mask
+    return delta.mul_(mask)
 
 
 def merge(base, tensors, p, ctx):
