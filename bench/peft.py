@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+# this file is named peft.py: keep its folder off the import path so `import peft` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 
 def peak_rss_mib() -> float:
     with open("/proc/self/status") as fh:
@@ -81,6 +84,12 @@ def main() -> None:
     device = a.device_note or (f"GPU {torch.cuda.get_device_name()} (bf16 autocast)" if cuda
                                else f"CPU, {torch.get_num_threads()} threads, fp32")
     rows = []
+    settings = {k: v for k, v in vars(a).items() if k not in ("method", "methods")}
+    prev = out / "peft.json"
+    if prev.is_file():  # keep rows of methods not rerun, when they were measured with the same settings
+        old = json.loads(prev.read_text())
+        if {k: v for k, v in old["settings"].items() if k != "methods"} == settings:
+            rows = [r for r in old["rows"] if r["method"] not in a.methods.split(",") and "error" not in r]
     for m in a.methods.split(","):
         cmd = [sys.executable, __file__, "--method", m] + [x for k, v in vars(a).items() if k not in ("method", "methods", "device_note")
                                                            and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
@@ -93,6 +102,8 @@ def main() -> None:
             continue
         rows.append(json.loads(line[0][7:]))
         print(f"{m}: done in {time.time() - t:.0f}s", file=sys.stderr)
+    order = ["full", "lora", "mos", "sft", "recursive"]
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     ok = [r for r in rows if "error" not in r]
     lora = next((r for r in ok if r["method"] == "lora"), None)
     header = ["method", "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
@@ -103,7 +114,6 @@ def main() -> None:
         lines.append(f"| {r['method']} | {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
                      f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s_stage2']:.0f} | {r['dev_bpb_step0']:.3f} | "
                      f"{r['dev_bpb_final']:.3f} | {r['test_bpb_final']:.3f} |")
-    settings = {k: v for k, v in vars(a).items() if k not in ("method",)}
     md = (f"# xlt bench/peft.py\n\n{a.source} → {a.target} ({a.corpus}), init {a.init}, {a.steps} steps "
           f"({a.stage1_steps} embedding-only), batch {a.batch_size} × {a.seq_len} tokens: "
           f"{a.steps * a.batch_size * a.seq_len:,} training tokens per method. Device: {device}.\n\n"

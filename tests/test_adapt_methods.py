@@ -124,7 +124,7 @@ ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350
             eval_max_bytes=3000, samples=1, show_progress=False, log=lambda m: None, loo_tokens=0)
 
 
-def test_pipeline_full_and_lora(tmp_path, tiny_source_dir, parallel_jsonl):
+def test_pipeline_runs_every_method_and_folders_load_back(tmp_path, tiny_source_dir, parallel_jsonl):
     res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "o", method="full,lora,sft,mos,recursive",
               method_options={"r": 4, "k": 500}, **ARGS)
     s = res.metrics["summary"]
