@@ -27,6 +27,10 @@ data: $(BIN)/.data
 $(BIN)/.ref: $(BIN)/.installed
 	$(BIN)/pip install -q gensim nltk scikit-learn entmax fastdist numba print-on-steroids regex requests
 	$(BIN)/pip install -q --no-deps wechsel==0.0.4 deepfocus==1.0.1
+	@# mergekit, for tests/test_merge_mergekit.py: --no-deps keeps its pins off our packages; its other imports
+	@# (transformers, accelerate, pydantic, click, datasets, ...) are already here
+	$(BIN)/pip install -q immutables sentencepiece protobuf "peft>=0.18"
+	$(BIN)/pip install -q --no-deps mergekit==0.1.5
 	touch $@
 
 ref: $(BIN)/.ref
