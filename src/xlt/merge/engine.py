@@ -654,6 +654,9 @@ class Executor:
                             if cache is not None:
                                 cache.append(vals)
                             del vals
+                        if len(tensors) > 1:
+                            for i in t.inputs + ([t.base] if t.base else []):
+                                self.plan.sources[i.model].release(i.name)
                         bar.update(1)
             if pass_no == 1:
                 for i, s in enumerate(sels):
@@ -708,6 +711,8 @@ class Executor:
                         writer.write(out.to(t.dtype))
                         del out
                 writer.end()
+                for i in t.inputs + ([t.base] if t.base else []):
+                    self.plan.sources[i.model].release(i.name)
                 bar.update(1)
         return global_stats
 

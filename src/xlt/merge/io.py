@@ -204,6 +204,20 @@ class SafetensorsSource:
             t = t[start:stop]
         return t.to(dtype=dtype or t.dtype, copy=True)
 
+    def release(self, name: str) -> None:
+        """Drop ``name``'s mapped pages from this process's resident set (they stay in the page cache):
+        without this, every input page read stays counted in the merge's RSS until the end."""
+        info = self.infos.get(name)
+        if info is None or info.file not in self._maps or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        mm = self._maps[info.file][1]
+        start = info.start - info.start % mmap.PAGESIZE
+        if info.end > start:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, info.end - start)
+            except (OSError, ValueError):
+                pass
+
     def close(self) -> None:
         for fh, mm in self._maps.values():
             try:
@@ -307,6 +321,9 @@ class LoraSource:
         if d is None:
             return w
         return (w.to(d.dtype) + d).to(w.dtype)
+
+    def release(self, name: str) -> None:
+        self.base.release(name)
 
     def close(self) -> None:
         self.base.close()
