@@ -43,7 +43,7 @@ demo: $(BIN)/.data
 	  echo "FreeDict not installed: the report will not measure the dictionary's precision"; fi
 	$(BIN)/xlt models prepare smollm2
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
-	    --init overlap,focus,wechsel,mean,random --steps 40 --stage1-steps 10 \
+	    --init overlap,focus,wechsel,mean,random --steps 30 --stage1-steps 15 \
 	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
