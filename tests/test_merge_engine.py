@@ -229,8 +229,8 @@ def test_third_party_method_through_the_entry_point_group(models, tmp_path, monk
             register_method(MergeMethod(name="halfway_test", merge=lambda b, ts, p, ctx: (b + ts[0]) / 2,
                                         description="midpoint to the base", needs_base=True))
 
-    monkeypatch.setattr(reg, "_entry_points_loaded", False)
-    monkeypatch.setattr(reg, "entry_points", lambda group: [EP()] if group == "xlt.merges" else [])
+    monkeypatch.setattr(reg._REGISTRY, "_loaded", False)
+    monkeypatch.setattr("xlt.registry.entry_points", lambda group: [EP()] if group == "xlt.merges" else [])
     monkeypatch.delitem(reg.METHODS, "halfway_test", raising=False)
     try:
         assert "halfway_test" in reg.available_methods()

@@ -13,7 +13,7 @@ through the ``xlt.merges`` entry-point group (the entry point's module calls :fu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from xlt.registry import Registry
 from typing import Any, Callable
 
 import torch
@@ -84,33 +84,21 @@ class MergeMethod:
         return next((p for p in self.params if p.name == name), None)
 
 
-METHODS: dict[str, MergeMethod] = {}
-_entry_points_loaded = False
+_REGISTRY: Registry[MergeMethod] = Registry("merge method", "xlt.merges", builtins="xlt.merge.methods",
+                                           fix="choose merge_method from: {names}")
+METHODS: dict[str, MergeMethod] = _REGISTRY.entries
 
 
 def register_method(method: MergeMethod) -> MergeMethod:
-    if method.name in METHODS:
-        raise ValueError(f"merge method {method.name!r} is registered twice")
-    METHODS[method.name] = method
-    return method
+    return _REGISTRY.add(method.name, method)
 
 
 def available_methods() -> dict[str, MergeMethod]:
-    global _entry_points_loaded
-    import xlt.merge.methods  # noqa: F401  (built-ins register on import)
-
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
-        for ep in entry_points(group="xlt.merges"):
-            ep.load()  # the module registers itself
-    return METHODS
+    return _REGISTRY.all()
 
 
 def get_method(name: str) -> MergeMethod:
-    methods = available_methods()
-    if name not in methods:
-        raise XltError(f"unknown merge method {name!r}", f"choose merge_method from: {', '.join(sorted(methods))}")
-    return methods[name]
+    return _REGISTRY.get(name)
 
 
 # -- shared parameter checks -------------------------------------------------------------------------------

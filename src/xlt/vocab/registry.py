@@ -9,10 +9,10 @@ applies the mapping.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from xlt.errors import XltError
+from xlt.registry import Registry
 
 
 @dataclass
@@ -35,34 +35,24 @@ class InitMethod:
     description: str
 
 
-INITS: dict[str, InitMethod] = {}
-_entry_points_loaded = False
+_REGISTRY: Registry[InitMethod] = Registry("init method", "xlt.inits")
+INITS: dict[str, InitMethod] = _REGISTRY.entries
 
 
 def register_init(name: str, description: str = ""):
     def deco(fn):
-        if name in INITS:
-            raise ValueError(f"init method {name!r} is registered twice")
-        INITS[name] = InitMethod(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0])
+        _REGISTRY.add(name, InitMethod(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0]))
         return fn
 
     return deco
 
 
 def available_inits() -> dict[str, InitMethod]:
-    global _entry_points_loaded
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
-        for ep in entry_points(group="xlt.inits"):
-            ep.load()  # the module registers itself
-    return INITS
+    return _REGISTRY.all()
 
 
 def get_init(name: str) -> InitMethod:
-    inits = available_inits()
-    if name not in inits:
-        raise XltError(f"unknown init method {name!r}", f"choose from: {', '.join(sorted(inits))}")
-    return inits[name]
+    return _REGISTRY.get(name)
 
 
 def parse_inits(spec: str | list[str]) -> list[str]:

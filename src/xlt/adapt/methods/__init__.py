@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import entry_points
+from xlt.registry import Registry
 from pathlib import Path
 from typing import Callable
 
@@ -23,37 +23,26 @@ import torch
 
 from xlt.errors import XltError
 
-METHODS: dict[str, type] = {}
-_entry_points_loaded = False
+_REGISTRY: Registry[type] = Registry("adaptation method", "xlt.methods")
+METHODS: dict[str, type] = _REGISTRY.entries
 META = "xlt_method.json"
 
 
 def register_method(name: str):
     def deco(cls):
-        if name in METHODS:
-            raise ValueError(f"adaptation method {name!r} is registered twice")
         cls.name = name
-        METHODS[name] = cls
-        return cls
+        return _REGISTRY.add(name, cls)
 
     return deco
 
 
 def available_methods() -> dict[str, type]:
-    global _entry_points_loaded
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
-        for ep in entry_points(group="xlt.methods"):
-            ep.load()
-    return METHODS
+    return _REGISTRY.all()
 
 
 def get_method(name: str, options: dict | None = None):
     """An instance of method ``name`` with ``options`` (checked: unknown option names raise)."""
-    methods = available_methods()
-    if name not in methods:
-        raise XltError(f"unknown adaptation method {name!r}", f"choose from: {', '.join(sorted(methods))}")
-    return methods[name](**(options or {}))
+    return _REGISTRY.get(name)(**(options or {}))
 
 
 def parse_methods(spec: str | list[str]) -> list[str]:
