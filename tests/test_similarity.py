@@ -43,6 +43,66 @@ def test_topk_cosine_matches_brute_force_in_chunks():
     np.testing.assert_allclose(sims, np.take_along_axis(full, idx, 1), atol=1e-5)
 
 
+def _float64_topk_ok(q, keys, sims, idx, k):
+    """Every returned key is a float64 top-k key of its query, scores are its float64 scores, best first."""
+    full = np.asarray(q, np.float64) @ np.asarray(keys, np.float64).T
+    kth = -np.sort(-full, axis=1)[:, k - 1]
+    got = np.take_along_axis(full, idx, 1)
+    bad = np.flatnonzero((got < kth[:, None] - 1e-12).any(1))
+    assert not len(bad), f"rows {bad.tolist()}: a returned key is not among the float64 top-k ({(kth[bad, None] - got[bad]).max()})"
+    assert all(len(set(r)) == k for r in idx.tolist()), "a key returned twice"
+    np.testing.assert_allclose(sims, got, rtol=0, atol=1e-6)
+    assert (np.diff(got, axis=1) <= 1e-12).all()
+
+
+def test_topk_cosine_duplicate_keys_and_near_ties_give_the_float64_top_k():
+    """Duplicated key rows are searched once but each copy counts; ties are ordered by key index; and keys
+    closer than float32 can tell apart are still ranked as float64 ranks them (the certificate re-searches)."""
+    rng = np.random.default_rng(3)
+    base = normalise_rows(rng.normal(size=(400, 32)), dtype=np.float64)
+    keys = np.concatenate([base, base[:50], np.zeros((30, 32))])  # 50 duplicates, 30 zero rows
+    # near-ties: copies of one key nudged by ~1e-9 (invisible in float32)
+    nudged = base[7] + rng.normal(size=(40, 32)) * 1e-9
+    keys = np.concatenate([keys, normalise_rows(nudged, dtype=np.float64)])
+    q = np.concatenate([normalise_rows(rng.normal(size=(60, 32)), dtype=np.float64), base[[7, 8, 9]]])
+    sims, idx = topk_cosine(q, keys, 12, chunk=16, dtype=np.float64)
+    _float64_topk_ok(q, keys, sims, idx, 12)
+    # a duplicated key and its copy come out together, lower index first
+    dup_q = base[3:4]
+    _, i = topk_cosine(dup_q, keys, 2, dtype=np.float64)
+    assert i[0].tolist() == [3, 400 + 3]
+    # more neighbours than distinct keys: every key, zero rows last
+    s2, i2 = topk_cosine(q[:2], keys[:5], 10)
+    assert i2.shape == (2, 5) and sorted(i2[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_topk_cosine_certificate_falls_back_when_float32_cannot_separate(monkeypatch):
+    """With no spare candidates the float32 bound cannot certify tied rows, which are then searched in float64."""
+    import xlt.vocab.neighbours as nb
+
+    rng = np.random.default_rng(4)
+    keys = normalise_rows(rng.normal(size=(200, 16)), dtype=np.float64)
+    keys[100:150] = keys[5] + rng.normal(size=(50, 16)) * 1e-10  # 51 keys tied beyond float32 precision
+    q = keys[[5, 6, 7]]
+    calls = []
+    real = np.argpartition
+    monkeypatch.setattr(nb, "_EXTRA", 0)
+    monkeypatch.setattr(nb.np, "argpartition", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    sims, idx = topk_cosine(q, keys, 5, dtype=np.float64)
+    assert calls, "the tied row should have been re-searched in float64"
+    _float64_topk_ok(q, keys, sims, idx, 5)
+
+
+def test_word_vectors_batch_equals_fasttext(tmp_path, monkeypatch, target_texts):
+    pytest.importorskip("fasttext")
+    monkeypatch.setenv("XLT_CACHE", str(tmp_path))
+    v = train_fasttext(target_texts[:300], FastTextConfig(dim=16, epoch=1, min_count=2, bucket=2000))
+    words = v.words[:50] + ["kali", "zzqx", "", "ñandú", "kali", "日本"]
+    got = v.vectors(words)
+    want = np.stack([v.ft.get_word_vector(w) for w in words])
+    assert np.array_equal(got, want)
+
+
 def test_softmax_weights():
     w = softmax_weights(np.array([[1.0, 0.9, 0.5]]), 0.1)
     e = np.exp(np.array([1.0, 0.9, 0.5]) / 0.1)

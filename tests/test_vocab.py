@@ -46,6 +46,22 @@ def test_kind_detection(source_tokenizer):
     assert k.byte_level and k.model == "BPE" and k.family == "byte-level BPE"
 
 
+def test_kind_detection_for_each_family(source_texts):
+    """The kind is read from the pipeline's components and the model's options, for every model type."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    assert tokenizer_kind(unigram_metaspace_tokenizer(source_texts)) == TokenizerKind("Unigram", False, True, False, None)
+    uni_bf = Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0), ("<0x41>", -2.0)], 0, True))
+    uni_bf.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert tokenizer_kind(uni_bf) == TokenizerKind("Unigram", False, True, True, None)
+    wp = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "##b": 2}, unk_token="[UNK]", continuing_subword_prefix="@@"))
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert tokenizer_kind(wp) == TokenizerKind("WordPiece", False, False, False, "@@")
+    bpe = Tokenizer(models.BPE({"<unk>": 0, "<0x41>": 1, "a": 2}, [], unk_token="<unk>", byte_fallback=True))
+    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    assert tokenizer_kind(bpe) == TokenizerKind("BPE", False, True, True, None)
+
+
 def unigram_metaspace_tokenizer(texts, vocab_size=300):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

