@@ -120,6 +120,61 @@ def test_lora_folder_loads_back_exactly_and_checks_the_base(tmp_path):
     assert "exact base model" in e.value.fix
 
 
+
+def test_a_method_writes_and_reads_only_its_own_weights(tmp_path):
+    """The base class's save/load template: embeddings, metadata and the base check are done for every method."""
+    from xlt.adapt.methods import EMBEDDINGS, META, Method
+
+    class Scaled(Method):  # a third-party method: a trainable scale on the final norm, nothing else
+        name = "scaled-norm-test"
+        whole_model = False
+
+        def prepare(self, model):
+            model.register_parameter("xlt_scale", torch.nn.Parameter(torch.ones(())))
+            model.model.norm.register_forward_hook(lambda mod, args, out: out * model.xlt_scale)
+            return model
+
+        def stage2_parameters(self, model):
+            return [model.xlt_scale]
+
+        def save_weights(self, model, folder):
+            torch.save(model.xlt_scale.detach(), folder / "scale.pt")
+            return {"scale": float(model.xlt_scale.detach())}
+
+        @classmethod
+        def load_weights(cls, model, folder, meta):
+            m = cls().prepare(model)
+            with torch.no_grad():
+                m.xlt_scale.copy_(torch.load(folder / "scale.pt"))
+            return m
+
+    src = _model()
+    src.save_pretrained(tmp_path / "src")
+    m = copy.deepcopy(src)
+    m.resize_token_embeddings(80, mean_resizing=False)
+    meth = Scaled()
+    m = meth.prepare(m)
+    with torch.no_grad():
+        m.xlt_scale.fill_(0.5)
+        m.get_input_embeddings().weight.normal_(0, 0.05)
+    ids = torch.randint(0, 80, (2, 12), generator=torch.Generator().manual_seed(0))
+    ref = _logits(m, ids)
+    meth.save(m, tmp_path / "f", str(tmp_path / "src"), fingerprint(src))
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == sorted([EMBEDDINGS, META, "scale.pt"])
+    meta = json.loads((tmp_path / "f" / META).read_text())
+    assert meta["scale"] == 0.5 and meta["base_fingerprint"] == fingerprint(src) and meta["method"] == "scaled-norm-test"
+    back = Scaled.load(tmp_path / "f", meta)
+    assert not back.training and torch.equal(_logits(back, ids), ref)
+    with pytest.raises(XltError, match="hashes to"):
+        Scaled.load(tmp_path / "f", meta, base=_model(seed=7))
+
+    class Incomplete(Method):
+        name = "incomplete-test"
+        whole_model = False
+
+    with pytest.raises(NotImplementedError, match="does not implement save_weights"):
+        Incomplete().save(m, tmp_path / "g", str(tmp_path / "src"), None)
+
 ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350, batch_size=4, seq_len=32, eval_every=2,
             eval_max_bytes=3000, samples=1, show_progress=False, log=lambda m: None, loo_tokens=0)
 

@@ -67,7 +67,7 @@ def load_lora_stack(folders: list[str | Path], base=None):
     """
     from peft import PeftModel
 
-    from xlt.adapt.methods import META, load_base, load_embeddings
+    from xlt.adapt.methods import EMBEDDINGS, META, load_base, load_embeddings
 
     metas = []
     for f in map(Path, folders):
@@ -81,8 +81,8 @@ def load_lora_stack(folders: list[str | Path], base=None):
                        "stack adapters trained on the same base model")
     first = Path(folders[0])
     model = load_base(metas[0], first, base)
-    if (first / "embeddings.safetensors").is_file():
-        load_embeddings(model, first / "embeddings.safetensors")
+    if (first / EMBEDDINGS).is_file():
+        load_embeddings(model, first / EMBEDDINGS)
     pm = None
     names = []
     for f, m in zip(map(Path, folders), metas):

@@ -280,7 +280,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     t0 = time.time()
     model = load_model(src_folder, allow_pickle=allow_pickle)
     method = get_method(meth, _method_options(settings, meth))
-    fp = fingerprint(model) if meth != "full" else None
+    fp = None if method.whole_model else fingerprint(model)
     ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code,
                           options=dict(settings.init_options))
     t_loaded = time.time()
@@ -324,10 +324,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         "model_parameters": sum(p.numel() for p in model.parameters()),  # shared tensors counted once
     }
     with atomic_dir(final, overwrite=True) as tmp:
-        if meth == "full":
-            model.save_pretrained(tmp)
-        else:
-            method.save(model, tmp, str(Path(src_folder).resolve()), fp)
+        method.save(model, tmp, str(Path(src_folder).resolve()), fp)
         tgt_tok.save_pretrained(tmp)
         mapping.save(tmp / "transfer_mapping.npz")
         write_json_atomic(tmp / "transfer_summary.json", mapping.summary())

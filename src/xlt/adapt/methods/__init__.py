@@ -8,7 +8,9 @@ methods through the ``xlt.methods`` entry-point group.
 
 Parameter-efficient folders do not copy the base model: they hold the method's weights, the new
 embeddings (``embeddings.safetensors``) and ``xlt_method.json`` with the base model's folder and a
-fingerprint of its weights; loading on another base raises.
+fingerprint of its weights; loading on another base raises. Such a method sets ``whole_model = False`` and
+writes and reads only its own weights (:meth:`Method.save_weights`, :meth:`Method.load_weights`);
+:meth:`Method.save` and :meth:`Method.load` do the rest, the same way for every method.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from xlt.errors import XltError
 _REGISTRY: Registry[type] = Registry("adaptation method", "xlt.methods")
 METHODS: dict[str, type] = _REGISTRY.entries
 META = "xlt_method.json"
+EMBEDDINGS = "embeddings.safetensors"
 
 
 def register_method(name: str):
@@ -100,14 +103,46 @@ class Method:
         return sum(p.numel() for p in (ps if ps is not None else model.parameters()))
 
     # -- folders -------------------------------------------------------------------------------
+    #: True: the folder holds the whole model (a plain HF folder, ``full``). False: it holds only what the method
+    #: trained (:meth:`save_weights`), the new embeddings and ``xlt_method.json`` naming the base model.
+    whole_model = True
+
     def save(self, model, folder: Path, base_folder: str | None, fingerprint: str | None) -> None:
-        model.save_pretrained(folder)
+        """Write ``model`` to ``folder`` so that :func:`load_adapted` gives the same logits. Methods with
+        ``whole_model = False`` implement :meth:`save_weights` only; the embeddings and the metadata are written here."""
+        folder = Path(folder)
+        if self.whole_model:
+            model.save_pretrained(folder)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        extra = self.save_weights(model, folder) or {}
+        save_embeddings(model, folder / EMBEDDINGS)
+        write_meta(folder, self.name, base_folder, fingerprint, self.options, **extra)
 
     @classmethod
     def load(cls, folder: Path, meta: dict, base=None):
-        from xlt.models import load_model
+        """What :meth:`save` wrote: the whole model, or the base model (checked against the fingerprint) with the
+        saved embeddings, on which :meth:`load_weights` puts the method's weights back."""
+        folder = Path(folder)
+        if cls.whole_model:
+            from xlt.models import load_model
 
-        return load_model(folder)
+            return load_model(folder)
+        model = load_base(meta, folder, base)
+        load_embeddings(model, folder / EMBEDDINGS)
+        return cls.load_weights(model, folder, meta).eval()
+
+    def save_weights(self, model, folder: Path) -> dict | None:
+        """Write the method's own weights into ``folder``; returns extra entries for ``xlt_method.json`` (or None)."""
+        raise NotImplementedError(f"method {self.name!r} keeps no base model (whole_model = False) but does not "
+                                  "implement save_weights")
+
+    @classmethod
+    def load_weights(cls, model, folder: Path, meta: dict):
+        """Put the weights :meth:`save_weights` wrote onto ``model`` (the base with the saved embeddings); returns
+        the model to use (``model`` itself or a wrapper such as a PeftModel)."""
+        raise NotImplementedError(f"method {cls.name!r} keeps no base model (whole_model = False) but does not "
+                                  "implement load_weights")
 
 
 # -- base-model fingerprints and embeddings ---------------------------------------------------------

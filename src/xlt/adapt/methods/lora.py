@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods import (Method, fingerprint, load_base, load_embeddings, register_method, save_embeddings,
-                               write_meta)
+from xlt.adapt.methods import Method, fingerprint, register_method
 from xlt.errors import XltError
 
 
@@ -63,6 +62,7 @@ def lora_config(model, r: int, alpha: float, dropout: float, target_modules, **k
 @register_method("lora")
 class Lora(Method):
     description = "PEFT LoRA on the transformer's linear layers in stage 2 (embeddings trained in stage 1)"
+    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
@@ -80,20 +80,16 @@ class Lora(Method):
     def stage2_parameters(self, model):
         return [p for n, p in model.named_parameters() if "lora_" in n]
 
-    def save(self, model, folder: Path, base_folder, fp) -> None:
+    def save_weights(self, model, folder: Path) -> None:
         model.save_pretrained(str(folder), save_embedding_layers=False)
-        save_embeddings(model, folder / "embeddings.safetensors")
-        write_meta(folder, self.name, base_folder, fp, self.options)
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, base=None):
+    def load_weights(cls, model, folder: Path, meta: dict):
         from peft import PeftModel
 
-        model = load_base(meta, folder, base)
-        load_embeddings(model, folder / "embeddings.safetensors")
         name = meta["options"].get("adapter_name", "default")
         sub = folder if name == "default" else folder / name  # PEFT saves a named adapter in a subfolder
-        return PeftModel.from_pretrained(model, str(sub), adapter_name=name).eval()
+        return PeftModel.from_pretrained(model, str(sub), adapter_name=name)
 
 
 __all__ = ["Lora", "fingerprint", "linear_modules", "lora_config", "resolve_targets"]

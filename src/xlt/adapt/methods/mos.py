@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xlt.adapt.methods import (Method, load_base, load_embeddings, register_method, save_embeddings, write_meta)
+from xlt.adapt.methods import Method, register_method
 from xlt.errors import XltError
 
 
@@ -161,6 +161,7 @@ def mos_state(model) -> dict[str, torch.Tensor]:
 @register_method("mos")
 class MoS(Method):
     description = "mixture of shards: LoRA factors built from shards of pools shared across layers (~8x fewer parameters)"
+    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
@@ -174,27 +175,21 @@ class MoS(Method):
     def stage2_parameters(self, model):
         return mos_parameters(model)
 
-    def save(self, model, folder: Path, base_folder, fp) -> None:
+    def save_weights(self, model, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         save_file(mos_state(model), str(folder / "mos.safetensors"))
-        save_embeddings(model, folder / "embeddings.safetensors")
-        write_meta(folder, self.name, base_folder, fp, self.options)
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, base=None):
+    def load_weights(cls, model, folder: Path, meta: dict):
         from safetensors.torch import load_file
 
-        model = load_base(meta, folder, base)
-        load_embeddings(model, folder / "embeddings.safetensors")
         attach_mos(model, **meta["options"])
         state = load_file(str(folder / "mos.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(mos_state(model)) - set(state):
             raise XltError(f"{folder}/mos.safetensors does not match the model's MoS layers", "load it on the base it was trained on")
-        return model.eval()
+        return model
 
     @staticmethod
     def export_lora(model, folder: str | Path, adapter_name: str = "default"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xlt.adapt.methods import Method, load_base, load_embeddings, register_method, save_embeddings, write_meta
+from xlt.adapt.methods import Method, register_method
 from xlt.errors import XltError
 
 
@@ -127,6 +127,7 @@ def unique_parameters(model) -> int:
 @register_method("recursive")
 class Recursive(Method):
     description = "relaxed recursive transformer: K shared layers looped L/K times + per-position SVD-initialised LoRA"
+    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
@@ -141,25 +142,20 @@ class Recursive(Method):
     def stage2_parameters(self, model):
         return shared_parameters(model)
 
-    def save(self, model, folder: Path, base_folder, fp) -> None:
+    def save_weights(self, model, folder: Path) -> dict:
         from safetensors.torch import save_model
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         save_model(model, str(folder / "recursive.safetensors"))  # shared tensors stored once
-        save_embeddings(model, folder / "embeddings.safetensors")
-        write_meta(folder, self.name, base_folder, fp, self.options, unique_parameters=unique_parameters(model))
+        return {"unique_parameters": unique_parameters(model)}
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, base=None):
+    def load_weights(cls, model, folder: Path, meta: dict):
         from safetensors.torch import load_model
 
-        model = load_base(meta, folder, base)
-        load_embeddings(model, folder / "embeddings.safetensors")
         o = meta["options"]
         model = to_recursive(model, o["K"], o["init"], o["r"], o["alpha"], o["seed"])
         load_model(model, str(folder / "recursive.safetensors"))
-        return model.eval()
+        return model
 
 
 __all__ = ["Recursive", "shared_parameters", "to_recursive", "unique_parameters"]

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods import (Method, body_parameters, load_base, load_embeddings, register_method, save_embeddings,
-                               write_meta)
+from xlt.adapt.methods import Method, body_parameters, register_method
 from xlt.errors import XltError
 
 
@@ -263,6 +262,7 @@ class _Offset:
 @register_method("sft")
 class SparseFineTuning(Method):
     description = "LT-SFT: full phase, keep the top-k moved body entries, rewind, retrain only those; a sparse delta"
+    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
@@ -365,16 +365,14 @@ class SparseFineTuning(Method):
         return model, history
 
     def save(self, model, folder: Path, base_folder, fp) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.delta.base_fingerprint = fp
+        self.delta.base_fingerprint = fp  # the delta file names its base too (it is usable without the folder)
+        super().save(model, folder, base_folder, fp)
+
+    def save_weights(self, model, folder: Path) -> dict:
         self.delta.save(folder / "sparse_delta.safetensors")
-        save_embeddings(model, folder / "embeddings.safetensors")
-        write_meta(folder, self.name, base_folder, fp, self.options, nnz=self.delta.nnz)
+        return {"nnz": self.delta.nnz}
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, base=None):
-        model = load_base(meta, folder, base)
-        load_embeddings(model, folder / "embeddings.safetensors")
+    def load_weights(cls, model, folder: Path, meta: dict):
         SparseDelta.load(folder / "sparse_delta.safetensors").apply(model)
-        return model.eval()
+        return model

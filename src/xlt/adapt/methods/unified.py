@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xlt.adapt.methods import Method, load_base, load_embeddings, register_method, save_embeddings, write_meta
+from xlt.adapt.methods import Method, register_method
 from xlt.errors import XltError
 
 
@@ -77,6 +77,7 @@ LORA_TARGETS = {"attention": ["q_proj", "v_proj"], "ffn": ["up_proj", "down_proj
 @register_method("unified")
 class Unified(Method):
     description = "unified view (He et al. 2022): function adapter|lora|prefix, where attention|ffn, form sequential|parallel"
+    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
@@ -124,33 +125,27 @@ class Unified(Method):
             return [p for n, p in model.named_parameters() if "lora_" in n]
         return list(model.prompt_encoder.parameters())
 
-    def save(self, model, folder: Path, base_folder, fp) -> None:
+    def save_weights(self, model, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         if self.options["function"] == "adapter":
             save_file({k: v.detach().contiguous() for k, v in model.xlt_unified.state_dict().items()},
                       str(folder / "unified.safetensors"))
         else:
             model.save_pretrained(str(folder), save_embedding_layers=False)
-        save_embeddings(model, folder / "embeddings.safetensors")
-        write_meta(folder, self.name, base_folder, fp, self.options)
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, base=None):
-        model = load_base(meta, folder, base)
-        load_embeddings(model, folder / "embeddings.safetensors")
+    def load_weights(cls, model, folder: Path, meta: dict):
         o = meta["options"]
         if o["function"] == "adapter":
             from safetensors.torch import load_file
 
             mods = attach_adapters(model, o["where"], o["form"], int(o["size"]), float(o["scale"]), o["seed"])
             mods.load_state_dict(load_file(str(folder / "unified.safetensors")))
-            return model.eval()
+            return model
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(model, str(folder)).eval()
+        return PeftModel.from_pretrained(model, str(folder))
 
 
 def _preset(name: str, **fixed):
