@@ -7,6 +7,7 @@ the stage-2 steps), dev and test bits/byte at the end. Writes ``<out>/peft.json`
 
     .venv/bin/python bench/peft.py --steps 40 --stage1-steps 10           # CPU (needs `make data`)
     .venv/bin/python bench/peft.py --methods full,lora --device-note "H100, bf16"
+    .venv/bin/python bench/peft.py --render-only                           # peft.md again from peft.json
 
 Notes: ``sft`` spends half of stage 2 on its full phase and half on the sparse phase (same total steps);
 its tokens/s mixes both. On CPU training runs in fp32; on a GPU the Trainer uses bf16 autocast.
@@ -35,6 +36,16 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
+def vs_lora(n: int, lora_n: int | None) -> str:
+    """How many times fewer (or more) trainable parameters than LoRA's ``lora_n``: "8.0x fewer", "45.4x more"; "—" for
+    LoRA itself or when there is no LoRA row, "same" for an equal count."""
+    if not lora_n or not n:
+        return "—"
+    if n == lora_n:
+        return "same"
+    return f"{lora_n / n:.1f}x fewer" if n < lora_n else f"{n / lora_n:.1f}x more"
+
+
 def child(a) -> None:
     from xlt.adapt import run
 
@@ -56,6 +67,29 @@ def child(a) -> None:
     }))
 
 
+def render(settings: dict, device: str, rows: list[dict]) -> str:
+    """The Markdown table of ``peft.json``'s rows (``--render-only`` rewrites it without measuring again)."""
+    a = argparse.Namespace(**settings)
+    order = ["full", "lora", "mos", "sft", "recursive"]
+    rows = sorted(rows, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    ok = [r for r in rows if "error" not in r]
+    lora = next((r for r in ok if r["method"] == "lora"), None)
+    header = ["method", "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
+              "dev bpb step 0", "dev bpb end", "test bpb end"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in ok:
+        ratio = "—" if r is lora else vs_lora(r["trainable_parameters_stage2"], lora and lora["trainable_parameters_stage2"])
+        lines.append(f"| {r['method']} | {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s_stage2']:.0f} | {r['dev_bpb_step0']:.3f} | "
+                     f"{r['dev_bpb_final']:.3f} | {r['test_bpb_final']:.3f} |")
+    return (f"# xlt bench/peft.py\n\n{a.source} → {a.target} ({a.corpus}), init {a.init}, {a.steps} steps "
+            f"({a.stage1_steps} embedding-only), batch {a.batch_size} × {a.seq_len} tokens: "
+            f"{a.steps * a.batch_size * a.seq_len:,} training tokens per method. Device: {device}.\n\n"
+            + "\n".join(lines) + "\n\n"
+            + (f"Source model, no transfer, own tokenizer: test bpb {ok[0]['source_test_bpb']:.3f}.\n" if ok else "")
+            + ("GPU throughput: not measured (no GPU in this run).\n" if device.startswith("CPU") else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default="smollm2")
@@ -72,10 +106,16 @@ def main() -> None:
     ap.add_argument("--eval-max-bytes", type=int, default=8000)
     ap.add_argument("--out", default="runs/bench-peft")
     ap.add_argument("--device-note", default=None, help="where it ran, for the table (default: CPU, threads)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite <out>/peft.md from <out>/peft.json, measure nothing")
     ap.add_argument("--method", help=argparse.SUPPRESS)  # child mode
     a = ap.parse_args()
     if a.method:
         return child(a)
+    if a.render_only:
+        data = json.loads((Path(a.out) / "peft.json").read_text())
+        md = render(data["settings"], data["device"], data["rows"])
+        (Path(a.out) / "peft.md").write_text(md)
+        return print(md)
     import torch
 
     out = Path(a.out)
@@ -84,15 +124,15 @@ def main() -> None:
     device = a.device_note or (f"GPU {torch.cuda.get_device_name()} (bf16 autocast)" if cuda
                                else f"CPU, {torch.get_num_threads()} threads, fp32")
     rows = []
-    settings = {k: v for k, v in vars(a).items() if k not in ("method", "methods")}
+    settings = {k: v for k, v in vars(a).items() if k not in ("method", "methods", "render_only")}
     prev = out / "peft.json"
     if prev.is_file():  # keep rows of methods not rerun, when they were measured with the same settings
         old = json.loads(prev.read_text())
         if {k: v for k, v in old["settings"].items() if k != "methods"} == settings:
             rows = [r for r in old["rows"] if r["method"] not in a.methods.split(",") and "error" not in r]
     for m in a.methods.split(","):
-        cmd = [sys.executable, __file__, "--method", m] + [x for k, v in vars(a).items() if k not in ("method", "methods", "device_note")
-                                                           and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+        cmd = [sys.executable, __file__, "--method", m] + [x for k, v in vars(a).items() if k not in ("method", "methods", "device_note",
+                                                           "render_only") and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
         t = time.time()
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
@@ -102,26 +142,9 @@ def main() -> None:
             continue
         rows.append(json.loads(line[0][7:]))
         print(f"{m}: done in {time.time() - t:.0f}s", file=sys.stderr)
-    order = ["full", "lora", "mos", "sft", "recursive"]
-    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    ok = [r for r in rows if "error" not in r]
-    lora = next((r for r in ok if r["method"] == "lora"), None)
-    header = ["method", "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
-              "dev bpb step 0", "dev bpb end", "test bpb end"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in ok:
-        ratio = f"{lora['trainable_parameters_stage2'] / r['trainable_parameters_stage2']:.1f}x fewer" if lora else "—"
-        lines.append(f"| {r['method']} | {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s_stage2']:.0f} | {r['dev_bpb_step0']:.3f} | "
-                     f"{r['dev_bpb_final']:.3f} | {r['test_bpb_final']:.3f} |")
-    md = (f"# xlt bench/peft.py\n\n{a.source} → {a.target} ({a.corpus}), init {a.init}, {a.steps} steps "
-          f"({a.stage1_steps} embedding-only), batch {a.batch_size} × {a.seq_len} tokens: "
-          f"{a.steps * a.batch_size * a.seq_len:,} training tokens per method. Device: {device}.\n\n"
-          + "\n".join(lines) + "\n\n"
-          + (f"Source model, no transfer, own tokenizer: test bpb {ok[0]['source_test_bpb']:.3f}.\n" if ok else "")
-          + ("" if cuda else "GPU throughput: not measured (no GPU in this run).\n"))
-    (out / "peft.md").write_text(md)
     (out / "peft.json").write_text(json.dumps({"settings": settings, "device": device, "rows": rows}, indent=2))
+    md = render(settings, device, rows)
+    (out / "peft.md").write_text(md)
     print(md)
 
 
