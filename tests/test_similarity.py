@@ -64,9 +64,10 @@ def test_topk_cosine_duplicate_keys_and_near_ties_give_the_float64_top_k():
     # near-ties: copies of one key nudged by ~1e-9 (invisible in float32)
     nudged = base[7] + rng.normal(size=(40, 32)) * 1e-9
     keys = np.concatenate([keys, normalise_rows(nudged, dtype=np.float64)])
-    q = np.concatenate([normalise_rows(rng.normal(size=(60, 32)), dtype=np.float64), base[[7, 8, 9]]])
+    q = np.concatenate([normalise_rows(rng.normal(size=(60, 32)), dtype=np.float64), base[[7, 8, 9, 8]]])
     sims, idx = topk_cosine(q, keys, 12, chunk=16, dtype=np.float64)
     _float64_topk_ok(q, keys, sims, idx, 12)
+    assert np.array_equal(idx[61], idx[63]) and np.array_equal(sims[61], sims[63])  # a repeated query
     # a duplicated key and its copy come out together, lower index first
     dup_q = base[3:4]
     _, i = topk_cosine(dup_q, keys, 2, dtype=np.float64)

@@ -59,7 +59,7 @@ def topk_cosine(queries: np.ndarray, keys: np.ndarray, k: int, chunk: int = 1024
 
     Returns ``(similarities, indices)``, both ``(n_queries, k)``, best first, equal scores in key order.
     The result is the top-k under float64 dot products at the cost of a float32 product:
-    duplicate key rows (tokens that share a vector) are searched once; a chunked float32 product with
+    duplicate key rows (tokens that share a vector) and repeated queries are searched once; a chunked float32 product with
     ``torch.topk`` (on the GPU when present) proposes ``k + 8`` candidates per query, which are rescored
     in float64 and certified with the float32 error bound (:func:`_certified_topk`); a query the bound
     cannot certify (a near-tie straddling its last candidate) is searched again in float64.
@@ -72,9 +72,15 @@ def topk_cosine(queries: np.ndarray, keys: np.ndarray, k: int, chunk: int = 1024
         return np.zeros((n_q, k), dtype), np.zeros((n_q, k), np.int64)
     first, members, indptr = unique_rows(keys)
     uniq = np.ascontiguousarray(keys[first], dtype=np.float64)
-    rows, cols, vals = _certified_topk(np.ascontiguousarray(queries, dtype=np.float64), uniq, min(k, len(uniq)),
-                                       chunk, device or default_device())
-    return _expand(rows, cols, vals, first, members, indptr, n_q, k, dtype)
+    q_first, q_members, q_indptr = unique_rows(queries)  # repeated queries are searched once too
+    rows, cols, vals = _certified_topk(np.ascontiguousarray(queries[q_first], dtype=np.float64), uniq,
+                                       min(k, len(uniq)), chunk, device or default_device())
+    sims, idx = _expand(rows, cols, vals, first, members, indptr, len(q_first), k, dtype)
+    if len(q_first) == n_q:
+        return sims, idx
+    q_inverse = np.empty(n_q, np.int64)
+    q_inverse[q_members] = np.repeat(np.arange(len(q_first)), np.diff(q_indptr))
+    return sims[q_inverse], idx[q_inverse]
 
 
 def float32_error_scale(d: int) -> float:
