@@ -292,7 +292,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
     transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
     t_map = time.time() - t_loaded - t_loo
     if state.is_main_process:
-        log(f"[{name}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
+        log(f"[{key}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
 
     def evaluate(m, step):
         return {"bits_per_byte": bits_per_byte(m, tgt_tok, dev_texts, settings.eval_window).bits_per_byte}
@@ -334,6 +334,8 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
 
             save_extra_head(tmp, src_lang.code, source_head, src_tok)
     shutil.rmtree(work / key, ignore_errors=True)
+    log(f"[{key}] done in {res['seconds']['total']:.0f}s: {res['trainable_parameters']['stage2']:,} parameters trained in "
+        f"stage 2, dev bits/byte {res['bpb_final']:.3f}, test {test['bits_per_byte']:.3f}")
     state.wait_for_everyone()
     return res
 

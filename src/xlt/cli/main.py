@@ -62,6 +62,8 @@ def adapt(
 
     Rerunning an interrupted run with the same settings resumes it where it stopped.
     """
+    from rich.markup import escape
+
     from xlt.adapt import run
 
     run(source=source, target=target, corpus=corpus, init=init, out=out, steps=steps, stage1_steps=stage1_steps,
@@ -70,7 +72,7 @@ def adapt(
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary),
         loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option),
         overwrite=overwrite, allow_pickle=allow_pickle,
-        show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False))
+        show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {escape(m)}", highlight=False))
 
 
 def parse_options(items: list[str] | None, dictionary: str | None = None) -> dict:

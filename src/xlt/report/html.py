@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from xlt.report.plots import bpb_curves, loss_curves
+from xlt.report.plots import bpb_curves, bpb_vs_parameters, loss_curves
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
@@ -44,6 +44,11 @@ def _table(header: list[str], rows: list[list], best_col: int | None = None) -> 
             cells.append(f"<td{cls}>{_f(v)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join(out) + "</table>"
+
+
+def _share(r: dict) -> float | None:
+    n, total = r.get("trainable_parameters_stage2"), r.get("model_parameters")
+    return 100.0 * n / total if n and total else None
 
 
 def render(metrics: dict) -> str:
@@ -105,13 +110,22 @@ def render(metrics: dict) -> str:
 
     if any(r.get("method", "full") != "full" for r in summ.values()):
         parts.append("<h2>Adaptation methods</h2>")
-        rows = [[n, r.get("init"), r.get("method"), r.get("trainable_parameters_stage2"), r.get("model_parameters"),
-                 r["bpb_final"], r["test_bpb_final"], r["seconds"]]
+        rows = [[n, r.get("init"), r.get("method"), r.get("trainable_parameters_stage2"), _share(r),
+                 r.get("model_parameters"), r["bpb_final"], r["test_bpb_final"], r["seconds"]]
                 for n, r in sorted(summ.items(), key=lambda kv: kv[1]["bpb_final"])]
-        parts.append(_table(["run", "init", "method", "trainable parameters (stage 2)", "model parameters",
-                             f"dev bpb at step {t['steps']}", "test bpb at end", "seconds"], rows, best_col=5))
+        parts.append(_table(["run", "init", "method", "trainable parameters (stage 2)", "% of model parameters",
+                             "model parameters", f"dev bpb at step {t['steps']}", "test bpb at end", "seconds"], rows,
+                            best_col=6))
+        one_init = len({r.get("init") for r in summ.values()}) == 1  # then label the points by method alone
+        points = {(r.get("method") if one_init else n): (r.get("trainable_parameters_stage2"), r["bpb_final"], r["test_bpb_final"])
+                  for n, r in summ.items()}
+        parts.append(_img(bpb_vs_parameters(points, ref["dev"]["bits_per_byte"]),
+                          "bits per byte at the end against parameters trained in stage 2"))
         parts.append("<p class='how'>" + "<br>".join(html.escape(f"{k}: {defs[k]}") for k in
-                                                    ("trainable_parameters_stage2", "model_parameters") if k in defs) + "</p>")
+                                                    ("trainable_parameters_stage2", "model_parameters") if k in defs)
+                     + "<br>% of model parameters: trainable parameters (stage 2) / model parameters × 100. The plot: "
+                       "each run's dev (dot) and test (cross) bits/byte after the last step against its stage-2 "
+                       "trainable parameters, log scale.</p>")
 
     parts.append("<h2>Comparison without training</h2>")
     rows = [[n, r.get("loo_cosine"), r["bpb_step0"], r.get("overlap_share"), r.get("fallback_share")]

@@ -54,3 +54,32 @@ def loss_curves(curves: dict[str, list[tuple[int, float]]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _fig_bytes(fig)
+
+
+def bpb_vs_parameters(points: dict[str, tuple[int, float, float | None]], reference: float | None) -> bytes:
+    """Bits/byte at the end against the parameters trained in stage 2 (log scale), one labelled point per run:
+    ``points[name] = (trainable parameters, dev bits/byte, test bits/byte or None)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    pts = {n: p for n, p in points.items() if p[0]}
+    if pts:
+        xs = [p[0] for p in pts.values()]
+        ax.scatter(xs, [p[1] for p in pts.values()], marker="o", s=28, label="dev", zorder=3)
+        tests = [(p[0], p[2]) for p in pts.values() if p[2] is not None]
+        if tests:
+            ax.scatter(*zip(*tests), marker="x", s=28, color="tab:orange", label="test", zorder=3)
+        for n, (x, y, _) in pts.items():
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label="source model, no transfer (dev)")
+    ax.set_xscale("log")
+    ax.margins(x=0.12)  # room for the labels of the outermost points
+    ax.set_xlabel("parameters trained in stage 2 (log scale)")
+    ax.set_ylabel("bits per byte at the end (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _fig_bytes(fig)

@@ -9,7 +9,11 @@ Every method adds a modification Δh to a hidden representation; a configuration
   (Δh computed from the sublayer's input and added to its output); LoRA and prefix are parallel by nature;
 - composition: scaled addition ``h + s·Δh`` (``scale``; prefix tuning's gate is its own).
 
-``size`` is the bottleneck width, the LoRA rank or the number of prefix vectors. The presets registered
+``size`` is the bottleneck width, the LoRA rank or the number of prefix vectors. Prefix vectors start as the
+keys and values the model itself computes for the first ``size`` tokens of the training data
+(``prefix_init=tokens``, Li & Liang's initialisation from real words: the model starts as the base model
+reading those tokens first) rather than PEFT's N(0, 1) draw (``prefix_init=random``), which on SmolLM2 →
+Swahili starts far worse than every other point and stays behind in a short budget (docs/peft.md). The presets registered
 below are the paper's comparison grid, so ``xlt adapt --method prefix,lora-attn,lora-ffn,seq-adapter-attn,
 seq-adapter-ffn,par-adapter-attn,par-adapter-ffn,scaled-par-adapter-ffn`` runs it in one command and the
 report's method table gives bits/byte against trainable parameters. Up-projections start at zero, so
@@ -74,6 +78,29 @@ def attach_adapters(model, where: str, form: str, size: int, scale: float, seed:
 LORA_TARGETS = {"attention": ["q_proj", "v_proj"], "ffn": ["up_proj", "down_proj"]}
 
 
+def init_prefix_from_tokens(peft_model, ids: torch.Tensor) -> None:
+    """Set a PEFT prefix-tuning model's prefix to the keys and values its base model computes for ``ids``
+    (one sequence of ``num_virtual_tokens`` token ids), so the model reads as the base model given ``ids`` first."""
+    cfg = peft_model.active_peft_config
+    n, heads = cfg.num_virtual_tokens, cfg.num_attention_heads
+    ids = torch.as_tensor(ids).long().reshape(1, -1)
+    if ids.shape[1] != n:
+        raise XltError(f"{ids.shape[1]} tokens given for {n} prefix vectors", f"give exactly {n} token ids")
+    base = peft_model.get_base_model()
+    weight = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+    with torch.no_grad():
+        cache = base(input_ids=ids.to(weight.device), use_cache=True).past_key_values
+        layers = [(c.keys, c.values) for c in cache.layers] if hasattr(cache, "layers") else list(cache)
+        if len(layers) != cfg.num_layers:
+            raise XltError(f"the model returned {len(layers)} layers of keys/values for {cfg.num_layers} prefix layers",
+                           "use prefix_init=random for this model")
+        # PEFT's layout: (token, layer, key|value, head, head_dim), flattened per token
+        kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])  # layer, 2, head, token, head_dim
+        if kv.shape[2] != heads:
+            raise XltError(f"the model's cache has {kv.shape[2]} heads, the prefix {heads}", "use prefix_init=random")
+        weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(weight.dtype))
+
+
 @register_method("unified")
 class Unified(Method):
     description = "unified view (He et al. 2022): function adapter|lora|prefix, where attention|ffn, form sequential|parallel"
@@ -81,7 +108,8 @@ class Unified(Method):
 
     @classmethod
     def defaults(cls) -> dict:
-        return {"function": "adapter", "where": "ffn", "form": "parallel", "size": 16, "scale": 1.0, "seed": 0}
+        return {"function": "adapter", "where": "ffn", "form": "parallel", "size": 16, "scale": 1.0, "seed": 0,
+                "prefix_init": "tokens"}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -97,6 +125,9 @@ class Unified(Method):
             raise XltError("prefix tuning modifies attention only", "use where=attention")
         if int(o["size"]) < 1:
             raise XltError(f"size {o['size']}", "give a positive bottleneck width, rank or prefix length")
+        if o["prefix_init"] not in ("tokens", "random"):
+            raise XltError(f"unknown prefix_init {o['prefix_init']!r}",
+                           "choose tokens (keys/values of the first training tokens) or random (PEFT's N(0, 1))")
 
     def prepare(self, model):
         o = self.options
@@ -116,6 +147,17 @@ class Unified(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(o["seed"])
             return get_peft_model(model, cfg)
+
+    def train(self, model, blocks, cfg, work, evaluate, show_progress, label, interrupt_at):
+        o = self.options
+        if o["function"] == "prefix" and o["prefix_init"] == "tokens":  # before stage 1 (a resume overwrites it)
+            size = int(o["size"])
+            ids = blocks.sample(0)
+            if len(ids) < size:
+                raise XltError(f"{size} prefix vectors need {size} tokens of a training sequence of {len(ids)}",
+                               "use a longer --seq-len or a smaller -M size")
+            init_prefix_from_tokens(model, ids[:size])
+        return super().train(model, blocks, cfg, work, evaluate, show_progress, label, interrupt_at)
 
     def stage2_parameters(self, model):
         o = self.options
