@@ -13,7 +13,10 @@ Each run is a subprocess with OMP_NUM_THREADS=2 (mergekit ``-j 2``, xlt ``--thre
 between the tools (ABAB) after the inputs are read once into the page cache. Sampled every 100 ms from
 /proc/<pid>/status: peak RSS (VmHWM) and peak anonymous memory (RssAnon: what the merge really needs;
 memory-mapped input pages are file-backed and reclaimable). Outputs are compared tensor by tensor
-(max |Δ| in float32, and the number of differing elements). Also timed: a layer swap (xlt
+(max |Δ| in float32, and the number of differing elements). xlt runs TIES twice per repeat: with the default
+``tie_break: index`` (task ``ties``) and with ``tie_break: mergekit`` (task ``ties_mk``, mergekit's argsort
+order at threshold ties), each compared with mergekit's output (``--tie-break`` picks one). Also timed: a
+layer swap (xlt
 ``layer_swap``, and mergekit's equivalent ``slices`` + ``linear``) and a LoRA-source merge (three
 rank-16 LoRAs on the base; xlt reads them as lazy ΔW, mergekit materialises each merged model first,
 run only with ``--lora-mergekit``). Prints a table and writes ``merge.json`` under ``--out``.
@@ -260,6 +263,8 @@ def main() -> None:
     ap.add_argument("--skip-extra", action="store_true", help="only the TIES comparison")
     ap.add_argument("--cleanup", action="store_true", help="delete --work at the end")
     ap.add_argument("--small", action="store_true", help="tiny shapes, to check the script itself in seconds")
+    ap.add_argument("--tie-break", choices=("index", "mergekit", "both"), default="both",
+                    help="xlt TIES runs: default tie break, mergekit's, or both")
     args = ap.parse_args()
     if args.small:
         SHAPES.update(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=6,
@@ -290,6 +295,8 @@ def main() -> None:
             "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": 0.2}} for m in models[1:]],
             "parameters": {"normalize": True, "lambda": 1.0}, "dtype": "float32", "out_dtype": "bfloat16"}
     (work / "ties.yml").write_text(yaml.safe_dump(ties, sort_keys=False))
+    ties_mk = {**ties, "parameters": {**ties["parameters"], "tie_break": "mergekit"}}
+    (work / "ties-mk.yml").write_text(yaml.safe_dump(ties_mk, sort_keys=False))
     result: dict = {"workload": {"method": "ties", "density": 0.2, "models": 3, "parameters_per_model": n_params,
                                  "storage": "bf16", "compute": "float32", "out_shard": "1 GB", "threads": args.threads},
                     "runs": [], "host": {"cpus": os.cpu_count()}}
@@ -317,15 +324,27 @@ def main() -> None:
               f"anon {r['peak_anon_mb']:8.0f} MB", file=sys.stderr)
         return r
 
-    tools = [("xlt", xlt_cmd)] + ([("mergekit", mk_cmd)] if args.mergekit else [])
-    for rep in range(args.repeats):
-        for tool, mk in (tools if rep % 2 == 0 else tools[::-1]):
-            run(tool, "ties", mk(work / "ties.yml", work / f"out-{tool}"), work / f"out-{tool}")
+    # (tool, task, config, output folder)
+    ties_runs = []
+    if args.tie_break in ("index", "both"):
+        ties_runs.append(("xlt", "ties", work / "ties.yml", work / "out-xlt"))
+    if args.tie_break in ("mergekit", "both"):
+        ties_runs.append(("xlt", "ties_mk", work / "ties-mk.yml", work / "out-xlt-mk"))
     if args.mergekit:
-        result["ties_parity"] = compare(work / "out-xlt", work / "out-mergekit")
-        if result["ties_parity"]["differing_elements"]:
-            result["ties_parity"].update(explain_ties(work / "out-xlt", work / "out-mergekit", models[0], models[1:], 0.2))
+        ties_runs.append(("mergekit", "ties", work / "ties.yml", work / "out-mergekit"))
+    for rep in range(args.repeats):
+        for tool, task, cfg_path, dest in (ties_runs if rep % 2 == 0 else ties_runs[::-1]):
+            run(tool, task, (xlt_cmd if tool == "xlt" else mk_cmd)(cfg_path, dest), dest)
+    if args.mergekit:
+        for task, dest in (("ties", work / "out-xlt"), ("ties_mk", work / "out-xlt-mk")):
+            if not dest.exists():
+                continue
+            parity = compare(dest, work / "out-mergekit")
+            if parity["differing_elements"]:
+                parity.update(explain_ties(dest, work / "out-mergekit", models[0], models[1:], 0.2))
+            result["ties_parity" if task == "ties" else "ties_mk_parity"] = parity
     shutil.rmtree(work / "out-mergekit", ignore_errors=True)
+    shutil.rmtree(work / "out-xlt-mk", ignore_errors=True)
 
     if not args.skip_extra:
         L = SHAPES["num_hidden_layers"]
@@ -373,11 +392,12 @@ def main() -> None:
         return min(v) if v else None
 
     summary = {}
-    for task in ("ties", "layer_swap", "lora_ta"):
+    for task in ("ties", "ties_mk", "layer_swap", "lora_ta"):
         row = {}
         for tool in ("xlt", "mergekit"):
-            if best(tool, task, "wall_s") is not None:
-                row[tool] = {k: best(tool, task, k) for k in ("wall_s", "peak_rss_mb", "peak_anon_mb")}
+            ref_task = "ties" if (task == "ties_mk" and tool == "mergekit") else task  # one mergekit TIES run
+            if best(tool, ref_task, "wall_s") is not None:
+                row[tool] = {k: best(tool, ref_task, k) for k in ("wall_s", "peak_rss_mb", "peak_anon_mb")}
         if "xlt" in row and "mergekit" in row:
             row["ratio_xlt_over_mergekit"] = {k: round(row["xlt"][k] / row["mergekit"][k], 3)
                                               for k in ("wall_s", "peak_rss_mb", "peak_anon_mb")}
@@ -396,7 +416,7 @@ def main() -> None:
         if "ratio_xlt_over_mergekit" in row:
             q = row["ratio_xlt_over_mergekit"]
             print(f"| {task} | xlt/mergekit | {q['wall_s']:.2f} | {q['peak_rss_mb']:.2f} | {q['peak_anon_mb']:.2f} |")
-    for k in ("ties_parity", "layer_swap_parity", "lora_parity"):
+    for k in ("ties_parity", "ties_mk_parity", "layer_swap_parity", "lora_parity"):
         if k in result:
             p = result[k]
             print(f"{k}: max |Δ| = {p['max_abs_diff']:.3g} ({p['worst_tensor']}), "

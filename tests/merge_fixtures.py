@@ -76,3 +76,23 @@ def lora_adapter(base: Path, out: Path, r: int = 4, alpha: float = 8.0, seed: in
         "peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": list(targets),
         "fan_in_fan_out": False, "use_rslora": False, "base_model_name_or_path": str(base)}), encoding="utf-8")
     return out
+
+
+def tied_bf16_models(d: Path, n_ft: int = 3) -> dict:
+    """A bf16 base and bf16 "fine-tunes" whose deltas are a few multiples of a bf16 step, so that many |δ|
+    are exactly equal to each tensor's TIES trim threshold (ties that straddle it)."""
+    base = save_tiny(d / "base", seed=4, vocab=64, hidden=32, layers=2, dtype=torch.bfloat16)
+    return {"base": base, "ft": [finetune(base, d / f"ft{i}", seed=40 + i, scale=4e-3, density=0.7)
+                                 for i in range(1, n_ft + 1)]}
+
+
+def threshold_ties(base: dict, fts: list[dict], name: str, density: float) -> torch.Tensor:
+    """Where any fine-tune's |δ| (float32) equals that tensor's per-tensor top-k threshold exactly."""
+    b = base[name].float()
+    tie = torch.zeros(b.shape, dtype=torch.bool)
+    for f in fts:
+        a = (f[name].float() - b).abs().reshape(-1)
+        k = max(1, int(density * a.numel()))
+        thr = torch.sort(a, descending=True).values[k - 1]
+        tie |= (a == thr).reshape(b.shape)
+    return tie

@@ -414,3 +414,41 @@ def test_layer_swap_example_on_an_adapted_model_and_bits_per_byte(adapted, tiny_
     lin = tensors(tmp_path / "lin")
     assert torch.equal(lin["model.embed_tokens.weight"], sw["model.embed_tokens.weight"])
     assert torch.allclose(lin[n], (sw[n] + en[n]) / 2)
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    from merge_fixtures import tied_bf16_models
+
+    return tied_bf16_models(tmp_path_factory.mktemp("tied_models"))
+
+
+def test_ties_tie_break_mergekit_streams_like_whole_tensors(tied, tmp_path):
+    """tie_break: mergekit through the engine (cached, and chunked with an extra whole-tensor pass) equals
+    the in-memory per-tensor math, and differs from the default only at elements tied with a threshold."""
+    from merge_fixtures import threshold_ties
+
+    c = {"merge_method": "ties", "base_model": str(tied["base"]), "dtype": "float32",
+         "models": [{"model": str(m), "parameters": {"density": 0.3}} for m in tied["ft"]],
+         "parameters": {"tie_break": "mergekit"}}
+    path = cfg(tmp_path, c)
+    run(path, tmp_path / "a", **QUIET)
+    run(path, tmp_path / "b", chunk_elems=300, **QUIET)
+    a, b = tensors(tmp_path / "a"), tensors(tmp_path / "b")
+    base, fts = tensors(tied["base"]), [tensors(m) for m in tied["ft"]]
+    changed = 0
+    for n in base:
+        ins = [f[n].float() for f in fts]
+        want = merge_tensors("ties", base[n].float(), ins, density=0.3, tie_break="mergekit", name=n)
+        assert torch.equal(a[n], want) and torch.equal(b[n], want), n
+        default = merge_tensors("ties", base[n].float(), ins, density=0.3, name=n)
+        diff = default != want
+        changed += int(diff.sum())
+        assert not bool((diff & ~threshold_ties(base, fts, n, 0.3)).any()), n
+    assert changed > 0
+
+
+def test_bad_tie_break_mergekit_with_global_trim(models, tmp_path):
+    e = refused(tmp_path, ties_config(models, trim_scope="global", tie_break="mergekit"),
+                "tie_break: mergekit .* cannot be combined with trim_scope: global")
+    assert "trim_scope: tensor" in e.fix

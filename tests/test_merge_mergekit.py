@@ -1,8 +1,9 @@
 """`xlt merge` equals mergekit's output tensor by tensor (max |Δ| ≤ 1e-6) where both define the same merge.
 
 Needs mergekit (``make ref`` installs it into .venv with --no-deps); skipped cleanly without it. The inputs are
-tiny float32 Llama checkpoints whose deltas have no exact ties at TIES's trim threshold (mergekit breaks those
-with an unstable argsort, xlt in stream order; bench/merge.py shows the two differ only there).
+tiny float32 Llama checkpoints whose deltas have no exact ties at TIES's trim threshold, and (for TIES's
+``tie_break``) tiny bf16 ones with many: mergekit breaks those with an unstable argsort, xlt by default in stream
+order, and with ``tie_break: mergekit`` exactly as mergekit does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from merge_fixtures import finetune, save_tiny, tensors
+from merge_fixtures import finetune, save_tiny, tensors, threshold_ties, tied_bf16_models
 
 mergekit = pytest.importorskip("mergekit")
 
@@ -64,3 +65,40 @@ def test_equals_mergekit(models, tmp_path, name):
     assert set(a) == set(b)
     worst = max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
     assert worst <= 1e-6, f"{name}: max |Δ| = {worst}"
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    return tied_bf16_models(tmp_path_factory.mktemp("mk_tied"))
+
+
+def tied_ties_config(m: dict, density: float = 0.3, **params) -> dict:
+    return {"merge_method": "ties", "base_model": str(m["base"]), "dtype": "float32",
+            "parameters": {"normalize": True, **params},
+            "models": [{"model": str(f), "parameters": {"weight": 1.0, "density": density}} for f in m["ft"]]}
+
+
+def test_tie_break_mergekit_equals_mergekit_on_bf16_ties(tied, tmp_path):
+    from xlt.merge import run
+
+    run_mergekit(tied_ties_config(tied), tmp_path / "mk")
+    mk = tensors(tmp_path / "mk")
+    base, fts = tensors(tied["base"]), [tensors(f) for f in tied["ft"]]
+    for chunk in (1 << 23, 300):  # whole tensors, and rows in many chunks (the whole-tensor argsort still runs)
+        out = tmp_path / f"xlt-mk-{chunk}"
+        (tmp_path / "c.yml").write_text(yaml.safe_dump(tied_ties_config(tied, tie_break="mergekit")))
+        run(tmp_path / "c.yml", out, show_progress=False, chunk_elems=chunk)
+        got = tensors(out)
+        assert set(got) == set(mk)
+        for n in mk:
+            assert torch.equal(got[n].float(), mk[n].float()), (chunk, n)
+    # the default (stream order) differs from mergekit, and only where some |δ| equals its threshold exactly
+    (tmp_path / "d.yml").write_text(yaml.safe_dump(tied_ties_config(tied)))
+    run(tmp_path / "d.yml", tmp_path / "xlt", show_progress=False)
+    got = tensors(tmp_path / "xlt")
+    differ = 0
+    for n in mk:
+        diff = got[n].float() != mk[n].float()
+        differ += int(diff.sum())
+        assert not bool((diff & ~threshold_ties(base, fts, n, 0.3)).any()), n
+    assert differ > 0, "the fixture has no straddling ties, so this test could not tell the tie breaks apart"

@@ -231,3 +231,73 @@ def test_rank_selector_exact_on_streams_with_ties():
         for sel in s.result():
             v = xs[sel.rank].item()
             assert sel.value == v and sel.less == int((x < v).sum()) and sel.equal == int((x == v).sum())
+
+
+def _sel(values: torch.Tensor, k: int):
+    s = RankSelector(nonneg=True)
+    s.add(values)
+    s.next_pass([values.numel() - k])
+    s.add(values)
+    return s.result()
+
+
+def test_ties_straddling_detection_by_hand():
+    from xlt.merge.methods.ties import straddles
+
+    a = torch.tensor([3.0, 1, 1, 1, 0.5, 2])  # descending: 3 2 1 1 1 0.5
+    assert straddles(_sel(a, 3))       # threshold 1: 2 above, 3 equal, room for 1 of them
+    assert not straddles(_sel(a, 2))   # threshold 2: the only element equal to it is kept
+    assert not straddles(_sel(a, 5))   # threshold 1: all three tied elements are kept
+    assert not straddles(_sel(a, 1)) and not straddles([])
+
+
+def test_ties_tie_break_mergekit_without_straddling_ties_takes_the_threshold_path(monkeypatch):
+    import xlt.merge.methods.ties as ties
+
+    def no_argsort(*a, **k):
+        raise AssertionError("argsort run for a tensor without a straddling tie")
+
+    monkeypatch.setattr(ties, "argsort_tie_bits", no_argsort)
+    # |d1| = 1 2 .5 0 3 1.5 and |d2| = 3 1 .5 2 1.5 2.5: density 0.5 keeps 3, 2, 1.5 and 3, 2.5, 2 (no ties)
+    d1 = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.5]])
+    d2 = torch.tensor([[-3.0, 1.0, 0.5], [2.0, -1.5, -2.5]])
+    # trimmed: d1 = 0 -2 0 0 3 -1.5, d2 = -3 0 0 2 0 -2.5; sums elect - - + + + -; disjoint means
+    expect = BASE + torch.tensor([[-3.0, -2.0, 0.0], [2.0, 3.0, -2.0]])
+    for tie_break in ("index", "mergekit"):
+        out = merge_tensors("ties", BASE, [BASE + d1, BASE + d2], density=0.5, tie_break=tie_break)
+        assert torch.equal(out, expect), tie_break
+
+
+def test_ties_tie_break_mergekit_keeps_what_argsort_keeps():
+    # 40 elements, 6 distinct magnitudes: k = 12 cuts through the 2.0s; n > 16 makes argsort's order unstable
+    g = torch.Generator().manual_seed(7)
+    delta = torch.randint(0, 6, (40,), generator=g).float() * torch.where(torch.rand(40, generator=g) < 0.5, -1.0, 1.0)
+    a = delta.abs()
+    assert straddles_k(a, 12)
+    base = torch.zeros(40)
+    mk = merge_tensors("ties", base, [delta], density=0.3, tie_break="mergekit")
+    idx = merge_tensors("ties", base, [delta], density=0.3)
+    top = torch.argsort(a, descending=True)[:12]  # mergekit/sparsify.py: magnitude
+    want = torch.zeros(40)
+    want[top] = delta[top]
+    assert torch.equal(mk, want)
+    assert int((mk != 0).sum()) == int((idx != 0).sum()) == 12
+    thr = torch.sort(a, descending=True).values[11]
+    assert not torch.equal(mk, idx), "argsort kept the same ties as stream order: the case tells nothing"
+    assert bool(((mk != idx) <= (a == thr)).all())  # they differ only at elements equal to the threshold
+    first = torch.nonzero(a == thr).reshape(-1)[: 12 - int((a > thr).sum())]
+    assert bool((idx[first] != 0).all())  # index: lowest flat indices first
+
+
+def straddles_k(a: torch.Tensor, k: int) -> bool:
+    from xlt.merge.methods.ties import straddles
+
+    return straddles(_sel(a, k))
+
+
+def test_ties_tie_break_is_checked():
+    with pytest.raises(XltError, match="tie_break must be 'index' or 'mergekit'"):
+        merge_tensors("ties", BASE, [M1, M2], density=0.5, tie_break="random")
+    with pytest.raises(XltError, match="cannot be combined with trim_scope: global") as e:
+        merge_tensors("ties", BASE, [M1, M2], density=0.5, tie_break="mergekit", trim_scope="global")
+    assert "trim_scope: tensor" in e.value.fix

@@ -212,6 +212,10 @@ class Planner:
                 out[p.name] = [self.value(p.name, tensor, layers) for layers in per_input]
             else:
                 out[p.name] = self.value(p.name, tensor, shared)
+        if self.method.validate is not None:
+            bad = self.method.validate(out)
+            if bad:
+                raise XltError(f"merge config: {bad[0]} (for {tensor})", bad[1])
         w = out.get("weight")
         if w is not None and out.get("normalize") and abs(sum(w)) < 1e-12:
             raise XltError(f"merge config: the weights of {tensor} sum to 0, and normalize divides by their sum",
@@ -602,6 +606,7 @@ class Executor:
         self.show = show_progress
         self.m = plan.method
         self.ctx = Context(seed=plan.config.random_seed)
+        self.refine_parallel_elems = 1 << 24  # 16.8 M elements: an argsort needs ~17 bytes per element
 
     def load(self, inp: Input, a, b, dtype=None) -> torch.Tensor:
         return self.plan.sources[inp.model].rows(inp.name, a, b, dtype or self.plan.compute_dtype)
@@ -664,6 +669,54 @@ class Executor:
         while len(self.ctx.stats) <= si:
             self.ctx.stats.append(None)
         self.ctx.stats[si] = [s.result() for s in sels]
+        return cache
+
+    def refine_stage(self, si: int, stage, t: OutTensor, cache) -> None:
+        """``StatStage.refine`` for the models whose selection asks for it (``whole``), on each such model's
+        values over the whole tensor: from ``cache`` (pass 1's values) when it holds them, else one more
+        streaming pass per model. Models are refined in parallel (up to torch's thread count, one thread each:
+        mergekit's argsort is single-threaded) when their values are cached and the tensor has at most
+        ``refine_parallel_elems`` elements, so that the concurrent argsorts stay within a few hundred MB."""
+        sels = self.ctx.stats[si]
+        out = [None] * len(sels)
+        while len(self.ctx.refined) <= si:
+            self.ctx.refined.append(None)
+        self.ctx.refined[si] = out
+        if stage.refine is None or stage.whole is None:
+            return
+        need = [i for i in range(len(sels)) if stage.whole(sels[i], i, t.params)]
+        if not need:
+            return
+        numel = _numel(t.shape)
+
+        def whole(i: int) -> torch.Tensor:
+            if cache:
+                parts = [c[i].reshape(-1) for c in cache]
+                return parts[0] if len(parts) == 1 else torch.cat(parts)
+            buf = None
+            pos = 0
+            for a, b in self.chunks(t):
+                self.chunk_ctx(t, a)
+                base = self.load(t.base, a, b) if t.base else None
+                v = stage.values(base, [self.load(t.inputs[i], a, b)], t.params, self.ctx)[0].reshape(-1)
+                if buf is None:
+                    buf = torch.empty(numel, dtype=v.dtype)
+                buf[pos:pos + v.numel()] = v
+                pos += v.numel()
+                del base, v
+            return buf
+
+        def job(i: int):
+            return stage.refine(whole(i), sels[i], i, t.params)
+
+        workers = min(len(need), max(1, torch.get_num_threads()))
+        if cache and workers > 1 and numel <= self.refine_parallel_elems:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                results = list(ex.map(job, need))
+        else:
+            results = [job(i) for i in need]
+        for i, r in zip(need, results):
+            out[i] = r
 
     def execute(self, writer: ShardedWriter) -> dict:
         stages = self.m.stats(self.plan.merged[0].params) if (self.m.stats and self.plan.merged) else []
@@ -673,6 +726,8 @@ class Executor:
             for si, st in enumerate(stages):
                 if st.scope != "global":
                     raise RuntimeError("a method mixes tensor and global statistics stages")
+                if st.refine is not None:
+                    raise RuntimeError(f"{self.m.name}: a global statistics stage cannot refine per tensor")
                 self.run_stage(si, st, self.plan.merged, f"statistics {si + 1}/{len(stages)}")
             global_stats = {f"stage{si}": [[{"rank": x.rank, "value": x.value, "equal": x.equal, "total": x.total}
                                             for x in model] for model in self.ctx.stats[si]]
@@ -695,8 +750,11 @@ class Executor:
                                   [self.load(i, None, None) for i in t.inputs])
                     if tensor_stats:
                         self.ctx.counters = {}
+                        self.ctx.refined = []
                         for si, st in enumerate(stages):
-                            self.run_stage(si, st, [t], "", loaded=loaded)
+                            cache = self.run_stage(si, st, [t], "", loaded=loaded)
+                            self.refine_stage(si, st, t, cache)
+                            del cache
                     for a, b in chunks:
                         self.chunk_ctx(t, a)
                         if loaded is not None:
@@ -838,6 +896,10 @@ def merge_tensors(method: str, base: torch.Tensor | None, tensors: list[torch.Te
     if params:
         raise XltError(f"{method} has no parameter(s) {', '.join(params)}",
                        f"{method}'s parameters: {', '.join(q.name for q in m.params)}")
+    if m.validate is not None:
+        bad = m.validate(p)
+        if bad:
+            raise XltError(bad[0], bad[1])
     ctx = Context(name=name, shape=tuple(tensors[0].shape), seed=seed, is_embedding=is_embedding(name))
     for si, st in enumerate(m.stats(p) if m.stats else []):
         vals = st.values(base, tensors, p, ctx)
@@ -849,4 +911,7 @@ def merge_tensors(method: str, base: torch.Tensor | None, tensors: list[torch.Te
             s.add(v)
             res.append(s.result())
         ctx.stats.append(res)
+        ctx.refined.append([st.refine(vals[i].reshape(-1), res[i], i, p)
+                            if st.refine is not None and st.whole is not None and st.whole(res[i], i, p) else None
+                            for i in range(len(vals))])
     return m.merge(base, tensors, p, ctx)

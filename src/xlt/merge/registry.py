@@ -49,6 +49,13 @@ class StatStage:
     ranks: Callable[[int, int, dict], list[int]]
     scope: str = "tensor"
     nonneg: bool = False  # the values are magnitudes (≥ 0, never -0.0): a faster selection path
+    # Optional, tensor scope only: when ``whole(selections, model_index, params)`` is true for a model, the
+    # engine hands that model's values over the whole tensor (flat, stream order) to
+    # ``refine(values, selections, model_index, params)`` and puts the result in
+    # ``ctx.refined[stage_index][model_index]`` (None for the other models). Such a stage's ``values`` must
+    # also work per model: ``values(base, [tensor_i], ...)[0]`` equals ``values(base, tensors, ...)[i]``.
+    whole: Callable[[list, int, dict], bool] | None = None
+    refine: Callable[[torch.Tensor, list, int, dict], Any] | None = None
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Context:
     offset: int = 0  # flat index of the chunk's first element within the tensor
     seed: int = 0
     stats: list = field(default_factory=list)
+    refined: list = field(default_factory=list)  # per stage, per model: what StatStage.refine returned (or None)
     counters: dict = field(default_factory=dict)  # state carried across chunks (tie counts)
     is_embedding: bool = False
 
@@ -76,6 +84,8 @@ class MergeMethod:
     max_models: int | None = None
     elementwise: bool = True
     stats: Callable[[dict], list[StatStage]] | None = None  # (global params) -> stages
+    # resolved params -> None, or (problem, fix) when their combination is invalid
+    validate: Callable[[dict], tuple[str, str] | None] | None = None
     paper: str = ""
     reference: str = ""
     deviations: str = ""

@@ -127,3 +127,40 @@ def topk_mask(a: torch.Tensor, sel: Selection, keep_equal: int, seen_equal: int)
             first = torch.nonzero(eq.reshape(-1)).reshape(-1)[: keep_equal - seen_equal]
             mask.reshape(-1)[first] = True
     return mask, seen_equal + n_eq
+
+
+def tie_bits_mask(a: torch.Tensor, sel: Selection, bits: torch.Tensor, seen_equal: int) -> tuple[torch.Tensor, int]:
+    """Like :func:`topk_mask`, but which elements equal to ``sel.value`` are kept is given: ``bits[j]`` says
+    whether the j-th of them in stream order is (``seen_equal`` counts those met in earlier chunks).
+    Returns the mask and the new ``seen_equal``.
+    """
+    v = sel.value
+    mask = a > v
+    eq = a == v
+    n_eq = int(torch.count_nonzero(eq))
+    if n_eq:
+        if seen_equal + n_eq > bits.numel():
+            raise RuntimeError(f"{seen_equal + n_eq} elements equal the threshold, the tie bits cover {bits.numel()}")
+        mask.masked_scatter_(eq, bits[seen_equal:seen_equal + n_eq])
+    return mask, seen_equal + n_eq
+
+
+def argsort_tie_bits(values: torch.Tensor, sel: Selection, k: int) -> torch.Tensor:
+    """Which elements equal to ``sel.value`` (in stream order) ``torch.argsort(values, descending=True)[:k]``
+    keeps: mergekit's top-k (``mergekit/sparsify.py: magnitude``), an unstable sort, reproduced by running it.
+    ``values``: the whole stream, flat, float32 (the values mergekit sorts on CPU). Bool tensor of
+    ``sel.equal`` entries, of which ``k - sel.greater`` are true.
+    """
+    w = values.reshape(-1)
+    if w.dtype != torch.float32:
+        w = w.float()
+    top = torch.argsort(w, descending=True)[:k]
+    keep = torch.zeros(w.numel(), dtype=torch.bool)
+    keep[top] = True
+    del top
+    bits = keep[w == sel.value]
+    del keep
+    if bits.numel() != sel.equal or int(torch.count_nonzero(bits)) != k - sel.greater:
+        raise RuntimeError(f"argsort top-{k} disagrees with the selection ({bits.numel()} ties, "
+                           f"{int(torch.count_nonzero(bits))} kept; expected {sel.equal}, {k - sel.greater})")
+    return bits

@@ -3,9 +3,20 @@
 1. Trim: keep the k = max(1, ⌊density·n⌋) largest |δ_t| of each task vector δ_t = θ_t − θ₀, zero the rest.
    ``trim_scope: tensor`` (default) ranks within each tensor, like mergekit; ``trim_scope: global`` ranks
    over the whole model (all tensors the method merges), like the TIES paper and its code. The threshold
-   is exact (radix select, :mod:`xlt.merge.stats`); elements equal to it are kept in stream order
-   (lowest flat index first, tensors in output order) until exactly k are kept. mergekit breaks such ties
-   by an unstable argsort, so on inputs with ties at the threshold the two can differ there.
+   is exact (radix select, :mod:`xlt.merge.stats`). When more elements equal the threshold than the k
+   still has room for (a tie straddling the threshold; common with bf16 inputs), ``tie_break`` says which
+   of them are kept:
+
+   - ``index`` (default): in stream order, lowest flat index first (tensors in output order for
+     ``global``), until exactly k are kept. Cheap (no sort) and deterministic.
+   - ``mergekit``: the ones mergekit 0.1.5 keeps (``mergekit/sparsify.py: magnitude``:
+     ``torch.argsort(|δ|.float().reshape(-1), descending=True)[:k]``, an unstable sort), found by running
+     that same argsort on the tensor's |δ| — only for tensors with a straddling tie; every other tensor
+     takes the threshold path, whose result is then the same set. The output equals mergekit's exactly
+     when both compute δ in the same dtype (mergekit: ``dtype``, else the inputs' promoted dtype; xlt:
+     ``dtype``, default float32, so set ``dtype`` for bf16 inputs) with the same torch build, on CPU.
+     Tensor scope only (mergekit trims per tensor); costs one argsort of n elements per straddling
+     tensor and model, like mergekit.
 2.–3. Sign election and disjoint mean: see :mod:`xlt.merge.methods._gta` (``normalize`` defaults to true).
 """
 
@@ -15,7 +26,7 @@ import torch
 
 from xlt.merge.methods._gta import combine
 from xlt.merge.registry import MergeMethod, Param, StatStage, density_check, register_method
-from xlt.merge.stats import topk_mask
+from xlt.merge.stats import argsort_tie_bits, tie_bits_mask, topk_mask
 
 
 def keep_count(n: int, density: float) -> int:
@@ -32,28 +43,63 @@ def _ranks(total: int, i: int, p: dict) -> list[int]:
     return [] if k >= total else [total - k]
 
 
-def trim(delta: torch.Tensor, sels: list, key, ctx) -> torch.Tensor:
-    """Zero the elements of ``delta`` that the top-k selection ``sels`` drops (``sels`` empty: keep all)."""
+def straddles(sels: list, i: int = 0, p: dict | None = None) -> bool:
+    """Does the top-k of this selection cut through the elements equal to its threshold (some kept, some not)?"""
+    if not sels:
+        return False
+    sel = sels[0]
+    k = sel.total - sel.rank
+    return sel.greater < k < sel.greater + sel.equal
+
+
+def _mergekit_bits(values: torch.Tensor, sels: list, i: int, p: dict) -> torch.Tensor:
+    sel = sels[0]
+    return argsort_tie_bits(values, sel, sel.total - sel.rank)
+
+
+def trim(delta: torch.Tensor, sels: list, key, ctx, bits: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero the elements of ``delta`` that the top-k selection ``sels`` drops (``sels`` empty: keep all).
+    ``bits``: which of the elements equal to the threshold are kept (``tie_break: mergekit``), else the
+    first ones in stream order."""
     if not sels:
         return delta
     sel = sels[0]
-    keep_equal = (sel.total - sel.rank) - sel.greater
-    mask, seen = topk_mask(delta.abs(), sel, keep_equal, ctx.counters.get(key, 0))
+    seen = ctx.counters.get(key, 0)
+    if bits is None:
+        mask, seen = topk_mask(delta.abs(), sel, (sel.total - sel.rank) - sel.greater, seen)
+    else:
+        a = delta.abs()
+        mask, seen = tie_bits_mask(a if a.dtype == torch.float32 else a.float(), sel, bits, seen)
     ctx.counters[key] = seen
     return delta.mul_(mask)
 
 
 def merge(base, tensors, p, ctx):
-    deltas = [trim(t - base, ctx.stats[0][i], ("ties", i), ctx) for i, t in enumerate(tensors)]
+    bits = ctx.refined[0] if ctx.refined and ctx.refined[0] else [None] * len(tensors)
+    deltas = [trim(t - base, ctx.stats[0][i], ("ties", i), ctx, bits[i]) for i, t in enumerate(tensors)]
     return combine(base, deltas, p["weight"], consensus=True, normalize=p["normalize"], lam=p["lambda"])
 
 
 def stats(p: dict) -> list[StatStage]:
-    return [StatStage(values=_values, ranks=_ranks, scope=p.get("trim_scope", "tensor"), nonneg=True)]
+    mk = p.get("tie_break", "index") == "mergekit"
+    return [StatStage(values=_values, ranks=_ranks, scope=p.get("trim_scope", "tensor"), nonneg=True,
+                      whole=straddles if mk else None, refine=_mergekit_bits if mk else None)]
 
 
 def scope_check(v) -> str | None:
     return None if v in ("tensor", "global") else f"trim_scope must be 'tensor' or 'global', got {v!r}"
+
+
+def tie_break_check(v) -> str | None:
+    return None if v in ("index", "mergekit") else f"tie_break must be 'index' or 'mergekit', got {v!r}"
+
+
+def validate(p: dict) -> tuple[str, str] | None:
+    if p.get("tie_break") == "mergekit" and p.get("trim_scope") == "global":
+        return ("ties: tie_break: mergekit reproduces mergekit's per-tensor trim, so it cannot be combined with "
+                "trim_scope: global (mergekit has no global trim)",
+                "set trim_scope: tensor to match mergekit, or tie_break: index to keep the global trim")
+    return None
 
 
 register_method(MergeMethod(
@@ -64,7 +110,12 @@ register_method(MergeMethod(
             Param("normalize", bool, True, doc="divide by the sum of agreeing weights"),
             Param("lambda", float, 1.0, doc="scale of the merged task vector"),
             Param("trim_scope", str, "tensor", check=scope_check, doc="tensor (mergekit) or global (paper)"),
+            Param("tie_break", str, "index", check=tie_break_check,
+                  doc="which |δ| equal to the trim threshold are kept: index (lowest flat index first) or "
+                      "mergekit (mergekit's unstable argsort order; trim_scope: tensor only)"),
             Param("int8_mask", bool, False, doc="accepted for mergekit configs; no effect on the result")),
     paper="https://arxiv.org/abs/2306.01708", reference="mergekit ties; TIES paper code (global trim)",
-    deviations="ties at the threshold kept in stream order (mergekit: unstable argsort order)",
+    validate=validate,
+    deviations="with tie_break: index (default), elements equal to the trim threshold are kept in stream order "
+               "(mergekit: unstable argsort order; tie_break: mergekit reproduces that order)",
 ))
