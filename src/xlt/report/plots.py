@@ -72,8 +72,19 @@ def bpb_vs_parameters(points: dict[str, tuple[int, float, float | None]], refere
         tests = [(p[0], p[2]) for p in pts.values() if p[2] is not None]
         if tests:
             ax.scatter(*zip(*tests), marker="x", s=28, color="tab:orange", label="test", zorder=3)
+        ys = [p[1] for p in pts.values()] + [p[2] for p in pts.values() if p[2] is not None] + (
+            [reference] if reference is not None else [])
+        gap = 0.04 * ((max(ys) - min(ys)) or 1.0)  # runs with the same parameter count: labels stacked, not overlaid
+        by_x: dict[int, list[tuple[float, str]]] = {}
         for n, (x, y, _) in pts.items():
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            by_x.setdefault(x, []).append((y, n))
+        for x, group in by_x.items():
+            last = None
+            for y, n in sorted(group):
+                ly = y if last is None else max(y, last + gap)
+                last = ly
+                ax.annotate(n, (x, y), xytext=(x * 1.05, ly), textcoords="data", fontsize=7, va="center",
+                            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"} if ly != y else None)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label="source model, no transfer (dev)")
     ax.set_xscale("log")
