@@ -127,7 +127,6 @@ def test_a_method_writes_and_reads_only_its_own_weights(tmp_path):
 
     class Scaled(Method):  # a third-party method: a trainable scale on the final norm, nothing else
         name = "scaled-norm-test"
-        whole_model = False
 
         def prepare(self, model):
             model.register_parameter("xlt_scale", torch.nn.Parameter(torch.ones(())))
@@ -168,12 +167,11 @@ def test_a_method_writes_and_reads_only_its_own_weights(tmp_path):
     with pytest.raises(XltError, match="hashes to"):
         Scaled.load(tmp_path / "f", meta, base=_model(seed=7))
 
-    class Incomplete(Method):
-        name = "incomplete-test"
-        whole_model = False
-
-    with pytest.raises(NotImplementedError, match="does not implement save_weights"):
-        Incomplete().save(m, tmp_path / "g", str(tmp_path / "src"), None)
+    assert not Scaled.whole_model and get_method("full").whole_model and not get_method("par-adapter-ffn").whole_model
+    with pytest.raises(TypeError, match="implements save_weights but not load_weights"):
+        class Incomplete(Method):
+            def save_weights(self, model, folder):
+                return None
 
 ARGS = dict(target="sw", init="overlap", steps=4, stage1_steps=2, vocab_size=350, batch_size=4, seq_len=32, eval_every=2,
             eval_max_bytes=3000, samples=1, show_progress=False, log=lambda m: None, loo_tokens=0)

@@ -62,7 +62,6 @@ def lora_config(model, r: int, alpha: float, dropout: float, target_modules, **k
 @register_method("lora")
 class Lora(Method):
     description = "PEFT LoRA on the transformer's linear layers in stage 2 (embeddings trained in stage 1)"
-    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:

@@ -161,7 +161,6 @@ def mos_state(model) -> dict[str, torch.Tensor]:
 @register_method("mos")
 class MoS(Method):
     description = "mixture of shards: LoRA factors built from shards of pools shared across layers (~8x fewer parameters)"
-    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:

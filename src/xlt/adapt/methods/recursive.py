@@ -127,7 +127,6 @@ def unique_parameters(model) -> int:
 @register_method("recursive")
 class Recursive(Method):
     description = "relaxed recursive transformer: K shared layers looped L/K times + per-position SVD-initialised LoRA"
-    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:

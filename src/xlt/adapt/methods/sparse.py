@@ -262,7 +262,6 @@ class _Offset:
 @register_method("sft")
 class SparseFineTuning(Method):
     description = "LT-SFT: full phase, keep the top-k moved body entries, rewind, retrain only those; a sparse delta"
-    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:

@@ -104,7 +104,6 @@ def init_prefix_from_tokens(peft_model, ids: torch.Tensor) -> None:
 @register_method("unified")
 class Unified(Method):
     description = "unified view (He et al. 2022): function adapter|lora|prefix, where attention|ffn, form sequential|parallel"
-    whole_model = False
 
     @classmethod
     def defaults(cls) -> dict:
