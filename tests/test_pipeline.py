@@ -67,6 +67,19 @@ def test_finished_run_is_refused_unless_overwrite(finished_run, tiny_source_dir,
     assert "--overwrite" in e.value.fix
 
 
+def test_overwrite_starts_an_unfinished_run_over(tmp_path, tiny_source_dir, parallel_jsonl):
+    """--overwrite on an interrupted run with the same settings starts over instead of resuming."""
+    out = tmp_path / "sw"
+    args = {**ARGS, "init": "mean"}
+    with pytest.raises(TrainingInterrupted):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, interrupt_at=2, **args)
+    marker = out / ".work" / "stale.txt"
+    marker.write_text("from an older run")
+    with pytest.raises(TrainingInterrupted):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, interrupt_at=1, overwrite=True, **args)
+    assert not marker.exists()
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_source_dir, parallel_jsonl, finished_run):
     out = tmp_path / "sw"
     args = {**ARGS, "init": "overlap,random"}

@@ -9,8 +9,8 @@ Layout of ``out/``::
     <init>/               an HF model folder per init (+ metrics.json, transfer_mapping.npz, transfer_summary.json)
     .work/                resume state: cached token ids, per-init checkpoints (removed when finished)
 
-A run that was interrupted is resumed when started again with the same settings; a finished run is
-refused unless ``overwrite=True``.
+A run that was interrupted is resumed when started again with the same settings (without ``overwrite``);
+a finished run is refused unless ``overwrite=True``, which always starts over.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
                                "pass --overwrite to replace it, or choose another --out")
             shutil.rmtree(out)
             return
-        if state.get("settings") != settings.as_dict():
-            if not overwrite:
-                raise XltError(f"{out} holds an unfinished run with other settings",
-                               "rerun with the same settings to resume it, pass --overwrite to start over, or choose another --out")
+        if overwrite:  # start over, even with the same settings: results of an older version are not reused
             shutil.rmtree(out)
+            return
+        if state.get("settings") != settings.as_dict():
+            raise XltError(f"{out} holds an unfinished run with other settings",
+                           "rerun with the same settings to resume it, pass --overwrite to start over, or choose another --out")
     elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         if not overwrite:
             raise XltError(f"{out} exists and is not an xlt run folder", "choose an empty or new --out, or pass --overwrite")

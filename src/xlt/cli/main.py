@@ -54,7 +54,7 @@ def adapt(
     method: str = typer.Option("full", help="Comma-separated stage-2 methods: full | lora | sft | ... (see `xlt methods`)."),
     method_option: Optional[list[str]] = typer.Option(None, "--method-option", "-M",
                                                       help="KEY=VALUE for the methods (repeatable), e.g. -M r=8 -M density=0.01."),
-    overwrite: bool = typer.Option(False, help="Replace a finished run in --out."),
+    overwrite: bool = typer.Option(False, help="Start over: replace what --out holds (a finished or an interrupted run)."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
