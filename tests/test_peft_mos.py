@@ -10,18 +10,8 @@ import torch
 from xlt.adapt.methods import fingerprint, get_method, load_adapted
 from xlt.adapt.methods.mos import MoS, MoSLinear, attach_mos, mos_parameters
 from xlt.errors import XltError
-from xlt.models import tiny_model
 
-IDS = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
-
-
-def _model(seed=1):
-    return tiny_model("llama", vocab_size=64, hidden=32, layers=2, heads=2, seed=seed)
-
-
-def _logits(m):
-    with torch.no_grad():
-        return m(input_ids=IDS).logits
+from tiny_llama import IDS, _logits, _model
 
 
 def _randomise(model, std=0.1, seed=0):
