@@ -9,14 +9,13 @@ methods through the ``xlt.methods`` entry-point group.
 Parameter-efficient folders do not copy the base model: they hold the method's weights, the new
 embeddings (``embeddings.safetensors``) and ``xlt_method.json`` with the base model's folder and a
 fingerprint of its weights; loading on another base raises. Such a method writes and reads only its own
-weights (it implements :meth:`Method.save_weights` and :meth:`Method.load_weights`); :meth:`Method.save` and
+weights (it defines the hooks ``save_weights`` and ``load_weights``, see :attr:`Method.whole_model`); :meth:`Method.save` and
 :meth:`Method.load` do the rest, the same way for every method.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from xlt.registry import Registry
 from pathlib import Path
@@ -104,15 +103,18 @@ class Method:
         return sum(p.numel() for p in (ps if ps is not None else model.parameters()))
 
     # -- folders -------------------------------------------------------------------------------
-    #: True: the folder holds the whole model (a plain HF folder, ``full``). False, for every method that implements
-    #: :meth:`save_weights` and :meth:`load_weights`: it holds only what the method trained, the new embeddings and
-    #: ``xlt_method.json`` naming the base model. Set for each subclass from the hooks it implements.
+    #: True: the folder holds the whole model (a plain HF folder, ``full``). False, for every method that defines
+    #: both hooks ``save_weights(self, model, folder) -> dict | None`` (writes its own weights, returns extra
+    #: ``xlt_method.json`` entries) and the classmethod ``load_weights(cls, model, folder, meta)`` (puts them onto
+    #: the base with the saved embeddings, returns the model to use): the folder then holds only what the method
+    #: trained, the new embeddings and ``xlt_method.json`` naming the base model. Set for each subclass from the
+    #: hooks it defines.
     whole_model = True
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         hooks = ("save_weights", "load_weights")
-        own = [h for h in hooks if inspect.getattr_static(cls, h) is not inspect.getattr_static(Method, h)]
+        own = [h for h in hooks if hasattr(cls, h)]
         if len(own) == 1:
             missing = (set(hooks) - set(own)).pop()
             raise TypeError(f"adaptation method {cls.__name__} implements {own[0]} but not {missing}: implement both "
@@ -121,7 +123,7 @@ class Method:
 
     def save(self, model, folder: Path, base_folder: str | None, fingerprint: str | None) -> None:
         """Write ``model`` to ``folder`` so that :func:`load_adapted` gives the same logits. Methods that keep no copy
-        of the base implement :meth:`save_weights` only; the embeddings and the metadata are written here."""
+        of the base implement ``save_weights`` only; the embeddings and the metadata are written here."""
         folder = Path(folder)
         if self.whole_model:
             model.save_pretrained(folder)
@@ -134,7 +136,7 @@ class Method:
     @classmethod
     def load(cls, folder: Path, meta: dict, base=None):
         """What :meth:`save` wrote: the whole model, or the base model (checked against the fingerprint) with the
-        saved embeddings, on which :meth:`load_weights` puts the method's weights back."""
+        saved embeddings, on which ``load_weights`` puts the method's weights back."""
         folder = Path(folder)
         if cls.whole_model:
             from xlt.models import load_model
@@ -143,17 +145,6 @@ class Method:
         model = load_base(meta, folder, base)
         load_embeddings(model, folder / EMBEDDINGS)
         return cls.load_weights(model, folder, meta).eval()
-
-    def save_weights(self, model, folder: Path) -> dict | None:
-        """Write the method's own weights into ``folder``; returns extra entries for ``xlt_method.json`` (or None).
-        Not implemented here: a method that implements it (and :meth:`load_weights`) saves on top of a base."""
-        raise NotImplementedError(f"method {self.name!r} saves the whole model; it has no save_weights")
-
-    @classmethod
-    def load_weights(cls, model, folder: Path, meta: dict):
-        """Put the weights :meth:`save_weights` wrote onto ``model`` (the base with the saved embeddings); returns
-        the model to use (``model`` itself or a wrapper such as a PeftModel)."""
-        raise NotImplementedError(f"method {cls.name!r} saves the whole model; it has no load_weights")
 
 
 # -- base-model fingerprints and embeddings ---------------------------------------------------------
