@@ -5,6 +5,16 @@ from __future__ import annotations
 import io
 
 
+def _axes(figsize: tuple[float, float]):
+    """A new figure and axes on the Agg backend (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
 def _fig_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -16,12 +26,7 @@ def _fig_bytes(fig) -> bytes:
 
 def bpb_curves(curves: dict[str, list[tuple[int, float]]], reference: float | None, stage1_steps: int | None) -> bytes:
     """Bits/byte against steps, one line per init, with the no-transfer reference as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = _axes((7.5, 4.2))
     for name, pts in curves.items():
         if pts:
             xs, ys = zip(*pts)
@@ -39,12 +44,7 @@ def bpb_curves(curves: dict[str, list[tuple[int, float]]], reference: float | No
 
 
 def loss_curves(curves: dict[str, list[tuple[int, float]]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    fig, ax = _axes((7.5, 3.2))
     for name, pts in curves.items():
         if pts:
             xs, ys = zip(*pts)
@@ -59,12 +59,7 @@ def loss_curves(curves: dict[str, list[tuple[int, float]]]) -> bytes:
 def bpb_vs_parameters(points: dict[str, tuple[int, float, float | None]], reference: float | None) -> bytes:
     """Bits/byte at the end against the parameters trained in stage 2 (log scale), one labelled point per run:
     ``points[name] = (trainable parameters, dev bits/byte, test bits/byte or None)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = _axes((7.5, 4.6))
     pts = {n: p for n, p in points.items() if p[0]}
     if pts:
         xs = [p[0] for p in pts.values()]
