@@ -127,7 +127,8 @@ def wechsel_mapping(source_tok, target_tok, src_vecs: WordVectors, tgt_vecs: Wor
                     k: int = 10, temperature: float = 0.1, copy_overlap: bool = True,
                     exclude: frozenset[int] = frozenset(), float64: bool | None = None) -> TransferMapping:
     """WECHSEL's mixing matrix from word vectors. ``copy_overlap=False`` is the reference's behaviour (only
-    special tokens copied), computed in float64 by default so near-ties order as in the reference."""
+    special tokens copied), whose token vectors are rotated and normalised in float64 by default (the neighbour
+    search ranks in float64 either way, :func:`~xlt.vocab.neighbours.topk_cosine`)."""
     float64 = (not copy_overlap) if float64 is None else float64
     dt = np.float64 if float64 else np.float32
     n_t, n_s = len(target_tok), len(source_tok)
