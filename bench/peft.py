@@ -53,7 +53,7 @@ def child(a) -> None:
     res = run(source=a.source, target=a.target, corpus=a.corpus, init=a.init, out=Path(a.out) / a.method, steps=a.steps,
               stage1_steps=a.stage1_steps, vocab_size=a.vocab_size, batch_size=a.batch_size, seq_len=a.seq_len,
               eval_every=a.steps, eval_max_bytes=a.eval_max_bytes, samples=1, loo_tokens=0, method=a.method,
-              method_options=json.loads(a.options or "{}"), overwrite=True, show_progress=False, log=lambda m: None)
+              method_options=json.loads(a.options or "{}"), overwrite=True, show_progress=False)
     key = a.init if a.method == "full" else f"{a.init}+{a.method}"
     r = res.metrics["inits"][key]
     stage2 = [h["tokens_per_s"] for h in r["history"]["train"] if h["stage"] == 2]

@@ -317,8 +317,7 @@ def main() -> None:
         res = run(source=meta["source"], target=meta["target_lang"], corpus="bible", init=",".join(XLT_METHODS),
                   out=work / "adapt", steps=args.train_steps, stage1_steps=args.train_steps // 2, batch_size=4, seq_len=128,
                   eval_every=max(1, args.train_steps // 5), eval_max_bytes=12000, vocab_size=args.vocab_size,
-                  init_options={"dictionary": str(work / "dictionary.tsv")}, overwrite=True, show_progress=False,
-                  log=lambda m: print(m, file=sys.stderr))
+                  init_options={"dictionary": str(work / "dictionary.tsv")}, overwrite=True, show_progress=False)
         results["training"] = res.metrics["summary"]
     _print_table(results)
     out = Path(args.out)

@@ -380,7 +380,7 @@ def adapted(tmp_path_factory, tiny_source_dir, parallel_jsonl):
     out = tmp_path_factory.mktemp("adapt") / "sw"
     adapt(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, target="sw", init="overlap", steps=4,
           stage1_steps=2, vocab_size=350, batch_size=4, seq_len=32, eval_every=2, eval_max_bytes=2000, samples=1,
-          loo_tokens=0, show_progress=False, log=lambda m: None)
+          loo_tokens=0, show_progress=False)
     return out / "overlap"
 
 

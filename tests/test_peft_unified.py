@@ -147,7 +147,7 @@ def test_prefix_from_tokens_is_the_model_reading_those_tokens_first():
     assert torch.allclose(_logits(pm), read_first, atol=1e-5)
     with pytest.raises(XltError, match="4 tokens given for 5 prefix vectors"):
         init_prefix_from_tokens(pm, pre[:4])
-    with pytest.raises(XltError, match="unknown prefix_init 'zeros'"):
+    with pytest.raises(XltError, match="option prefix_init must be one of tokens, random, got 'zeros'"):
         get_method("prefix", {"prefix_init": "zeros"})
 
 

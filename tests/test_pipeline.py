@@ -9,7 +9,7 @@ from xlt.adapt import TrainingInterrupted, run
 from xlt.errors import XltError
 
 ARGS = dict(target="sw", init="overlap,mean,random", steps=6, stage1_steps=3, vocab_size=350, batch_size=4,
-            seq_len=32, eval_every=2, eval_max_bytes=3000, samples=2, show_progress=False, log=lambda m: None)
+            seq_len=32, eval_every=2, eval_max_bytes=3000, samples=2, show_progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +194,10 @@ def test_published_methods_end_to_end(tmp_path, tiny_source_dir, parallel_jsonl,
     """wechsel and focus through `xlt adapt` on the tiny parallel corpus: vectors trained, dictionary induced."""
     pytest.importorskip("fasttext")
     monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
-    opts = {"fasttext_min_count": 2, "fasttext_epochs": 2, "focus_min_count": 2, "multihead": True}
+    opts = {"fasttext_min_count": 2, "fasttext_epochs": 2, "focus_min_count": 2}
     res = run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "sw",
-              **{**ARGS, "init": "wechsel,focus", "steps": 2, "stage1_steps": 1, "eval_every": 1}, init_options=opts, loo_tokens=30)
+              **{**ARGS, "init": "wechsel,focus", "steps": 2, "stage1_steps": 1, "eval_every": 1}, init_options=opts, loo_tokens=30,
+              multihead=True)
     m = res.metrics
     for name in ("wechsel", "focus"):
         r = m["inits"][name]

@@ -220,7 +220,7 @@ def test_errors_without_parallel_text(tmp_path, source_tokenizer, target_tokeniz
         build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, open_corpus(str(disjoint))))
     assert "no aligned segments" in e.value.problem and "no aligned documents" in e.value.problem
 
-    with pytest.raises(XltError, match="transtok_min_count must be a positive number"):
+    with pytest.raises(XltError, match="option transtok_min_count must be > 0"):
         build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, None, transtok_min_count=0))
 
 
@@ -300,5 +300,5 @@ def test_transtok_with_fast_align_option(tmp_path, source_tokenizer, target_toke
     with pytest.raises(XltError, match="fast_align failed.*boom"):
         build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="fast_align",
                                        fast_align_bin=str(bad)))
-    with pytest.raises(XltError, match="unknown transtok_aligner"):
+    with pytest.raises(XltError, match="option transtok_aligner must be one of ibm1, fast_align, got 'giza'"):
         build_mapping("transtok", _ctx(source_tokenizer, target_tokenizer, corpus, transtok_aligner="giza"))

@@ -252,7 +252,7 @@ def test_held_out_shared_token_is_split_by_its_last_merge(source_tokenizer, targ
     for m in model["merges"]:
         a, b = m.split(" ", 1) if isinstance(m, str) else m
         made_by.setdefault(vocab[a + b], (vocab[a], vocab[b]))
-    mapping = build_mapping("overlap", TransferContext(source_tokenizer, tgt, seed=0, options={"holdout": frozenset(sample)}))
+    mapping = build_mapping("overlap", TransferContext(source_tokenizer, tgt, seed=0, holdout=frozenset(sample)))
     W = mapping.weights.tocsr()
     checked = 0
     for t, s in sample.items():

@@ -8,10 +8,11 @@ Two paths:
   rank = Σ rᵢ, exact), e.g. ``task/ner@sw`` for per-language serving; :func:`load_lora_stack` loads xlt
   LoRA folders onto one base and refuses folders trained on different base models.
 - **Bottleneck + invertible** (faithful MAD-X, our own small modules attached with hooks, no
-  transformers-version pin): :class:`BottleneckAdapter` (Pfeiffer placement after each layer's FFN,
-  ``h + W_up ReLU(W_down h)``, zero-initialised up-projection), :class:`InvertibleAdapter` (NICE additive
-  coupling on the embedding output, exactly inverted before the output head) and :class:`AdapterStack`
-  with :class:`Stack` composition; a name that is not there raises (``adapters`` silently skips it).
+  transformers-version pin): :class:`~xlt.adapt.adapters.Bottleneck` (Pfeiffer placement after each layer's FFN,
+  ``h + W_up ReLU(W_down h)``, zero-initialised up-projection), :class:`~xlt.adapt.adapters.InvertibleAdapter`
+  (NICE additive coupling on the embedding output, exactly inverted before the output head) and
+  :class:`AdapterStack` with :class:`Stack` composition; a name that is not there raises (``adapters`` silently
+  skips it). Layers and FFNs are found through :mod:`xlt.arch`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xlt import arch
+from xlt.adapt.adapters import Bottleneck, InvertibleAdapter, output_hook
 from xlt.errors import XltError
 
 # ------------------------------------------------------------------------------------------------
@@ -67,7 +70,7 @@ def load_lora_stack(folders: list[str | Path], base=None):
     """
     from peft import PeftModel
 
-    from xlt.adapt.methods import EMBEDDINGS, META, load_base, load_embeddings
+    from xlt.adapt.methods.base import EMBEDDINGS, META, load_base, load_embeddings
 
     metas = []
     for f in map(Path, folders):
@@ -103,49 +106,6 @@ def load_lora_stack(folders: list[str | Path], base=None):
 # ------------------------------------------------------------------------------------------------
 
 
-class BottleneckAdapter(nn.Module):
-    """``h + W_up ReLU(W_down h)`` (Pfeiffer et al.); the up-projection starts at zero, so it starts as identity."""
-
-    def __init__(self, d: int, reduction: int = 16):
-        super().__init__()
-        r = max(1, d // reduction)
-        self.down = nn.Linear(d, r)
-        self.up = nn.Linear(r, d)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, h):
-        return h + self.up(torch.relu(self.down(h)))
-
-
-class InvertibleAdapter(nn.Module):
-    """NICE additive coupling: ``y₁ = x₁ + F(x₂)``, ``y₂ = x₂ + G(y₁)``; :meth:`inverse` undoes it exactly
-    (up to float rounding). F and G are small MLPs whose last layers start at zero (identity at init)."""
-
-    def __init__(self, d: int, reduction: int = 2):
-        super().__init__()
-        if d % 2:
-            raise XltError(f"the invertible adapter splits the hidden size in halves; {d} is odd", "use an even hidden size")
-        h, r = d // 2, max(1, d // (2 * reduction))
-        self.F = nn.Sequential(nn.Linear(h, r), nn.ReLU(), nn.Linear(r, h))
-        self.G = nn.Sequential(nn.Linear(h, r), nn.ReLU(), nn.Linear(r, h))
-        for m in (self.F[2], self.G[2]):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x1, x2 = x.chunk(2, dim=-1)
-        y1 = x1 + self.F(x2)
-        y2 = x2 + self.G(y1)
-        return torch.cat([y1, y2], dim=-1)
-
-    def inverse(self, y):
-        y1, y2 = y.chunk(2, dim=-1)
-        x2 = y2 - self.G(y1)
-        x1 = y1 - self.F(x2)
-        return torch.cat([x1, x2], dim=-1)
-
-
 @dataclass(frozen=True)
 class Stack:
     """Apply adapters in order: ``Stack("lang/sw", "task/ner")`` (language first, as in MAD-X)."""
@@ -156,27 +116,6 @@ class Stack:
         object.__setattr__(self, "names", tuple(names))
 
 
-def _layers(model):
-    base = getattr(model, "get_base_model", lambda: model)()
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        obj = base
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return list(obj)
-        except AttributeError:
-            continue
-    raise XltError(f"cannot find the transformer layers of {type(base).__name__}",
-                   "adapters support Llama-, GPT-2-, GPT-NeoX- and OPT-style models")
-
-
-def _ffn(layer):
-    for name in ("mlp", "feed_forward", "ffn"):
-        if hasattr(layer, name):
-            return getattr(layer, name)
-    raise XltError(f"cannot find the FFN of {type(layer).__name__}", "adapters support layers with an .mlp module")
-
-
 class AdapterStack(nn.Module):
     """Named MAD-X adapters on a causal LM: per name, one bottleneck adapter per layer (after the FFN output) and,
     with ``invertible=True`` (language adapters), an invertible adapter on the embeddings. Hooks apply the
@@ -184,7 +123,7 @@ class AdapterStack(nn.Module):
 
     def __init__(self, model, hidden_size: int | None = None):
         super().__init__()
-        self.n_layers = len(_layers(model))
+        self.n_layers = len(arch.layers(model))
         self.d = hidden_size or model.config.hidden_size
         self.adapters = nn.ModuleDict()
         self.configs: dict[str, dict] = {}
@@ -201,7 +140,8 @@ class AdapterStack(nn.Module):
             raise XltError(f"adapter {name!r} exists already", "choose another name or delete it first")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            mods = nn.ModuleDict({"layers": nn.ModuleList(BottleneckAdapter(self.d, reduction) for _ in range(self.n_layers))})
+            size = max(1, self.d // reduction)
+            mods = nn.ModuleDict({"layers": nn.ModuleList(Bottleneck(self.d, size) for _ in range(self.n_layers))})
             if invertible:
                 mods["inv"] = InvertibleAdapter(self.d, inv_reduction)
         self.adapters[self._key(name)] = mods
@@ -229,12 +169,11 @@ class AdapterStack(nn.Module):
         base = getattr(model, "get_base_model", lambda: model)()
 
         def after_ffn(i):
-            def hook(module, args, out):
-                h = out[0] if isinstance(out, tuple) else out
+            def add(h, x):
                 for n in self.active.names:
-                    h = self.adapters[self._key(n)]["layers"][i](h)
-                return (h, *out[1:]) if isinstance(out, tuple) else h
-            return hook
+                    h = h + self.adapters[self._key(n)]["layers"][i](h)
+                return h
+            return output_hook(add)
 
         def after_embed(module, args, out):
             inv = self._inv()
@@ -244,8 +183,8 @@ class AdapterStack(nn.Module):
             inv = self._inv()
             return args if inv is None else (inv.inverse(args[0]), *args[1:])
 
-        for i, layer in enumerate(_layers(model)):
-            self._handles.append(_ffn(layer).register_forward_hook(after_ffn(i)))
+        for i, layer in enumerate(arch.layers(model)):
+            self._handles.append(arch.ffn(layer, model).register_forward_hook(after_ffn(i), with_kwargs=True))
         self._handles.append(base.get_input_embeddings().register_forward_hook(after_embed))
         self._handles.append(base.get_output_embeddings().register_forward_pre_hook(before_head))
 
@@ -275,3 +214,7 @@ class AdapterStack(nn.Module):
         cfg = json.loads((sub / "adapter_config.json").read_text())
         mods = self.add(name, cfg["reduction"], cfg["invertible"], cfg["inv_reduction"])
         mods.load_state_dict(load_file(str(sub / "adapter.safetensors")))
+
+
+__all__ = ["AdapterStack", "Bottleneck", "InvertibleAdapter", "Stack", "exact_composite", "load_lora_stack",
+           "stack_lora"]

@@ -16,15 +16,17 @@ a finished run is refused unless ``overwrite=True``, which always starts over.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from xlt.adapt.data import PackedBlocks, pack_stream
-from xlt.adapt.train import TrainConfig, Trainer
+from xlt.adapt.train import TrainConfig
 from xlt.corpora import open_corpus
 from xlt.errors import XltError
 from xlt.eval import bits_per_byte, boundary_token_id, greedy_samples, prompts_from, tokenization_table, truncate_texts
@@ -35,10 +37,15 @@ from xlt.vocab import TransferContext, build_mapping, parse_inits, train_tokeniz
 from xlt.vocab.compare import leave_one_out
 from xlt.vocab.tokenizer import min_vocab_size
 
+log = logging.getLogger("xlt.adapt")
+
 
 @dataclass
 class AdaptSettings:
-    """Everything that determines a run's result (saved in ``run.json``; a resume must match it)."""
+    """Everything that determines a run's result (saved in ``run.json``; a resume must match it).
+
+    Build it with :meth:`create` (the keyword arguments of :func:`run` and the flags of ``xlt adapt``, with the
+    same defaults): names, option keys and values are checked there, before any work."""
 
     source: str = "smollm2"
     target: str = "sw"
@@ -54,7 +61,59 @@ class AdaptSettings:
     romanize: bool = False
     methods: list[str] = field(default_factory=lambda: ["full"])
     method_options: dict = field(default_factory=dict)
+    multihead: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def create(cls, source: str = "smollm2", target: str = "sw", corpus: str = "bible",
+               init: str | list[str] = "overlap,mean,random", steps: int = 300, stage1_steps: int | None = None,
+               vocab_size: int = 8000, batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4,
+               embedding_lr: float = 1e-3, eval_every: int | None = None, eval_max_bytes: int = 20000,
+               save_every: int | None = None, seed: int = 0, source_lang: str = "en", samples: int = 3,
+               init_options: dict | None = None, loo_tokens: int = 200, romanize: bool = False,
+               method: str | list[str] = "full", method_options: dict | None = None,
+               multihead: bool = False) -> "AdaptSettings":
+        """Checked settings: ``stage1_steps`` defaults to a third of ``steps``, ``eval_every`` to a tenth,
+        ``save_every`` to ``eval_every``; init and method names, their ``-O``/``-M`` options and the language codes
+        are validated (one clear error for a typo)."""
+        inits = parse_inits(init)
+        from xlt.adapt.methods import parse_methods
+
+        methods = parse_methods(method)
+        eval_every = eval_every or max(1, steps // 10)
+        cfg = TrainConfig(steps=steps, stage1_steps=steps // 3 if stage1_steps is None else stage1_steps,
+                          batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
+                          embedding_lr=embedding_lr, eval_every=eval_every, save_every=save_every or eval_every,
+                          seed=seed)
+        settings = cls(source=str(source), target=resolve(target).code, corpus=str(corpus), inits=inits,
+                       source_lang=resolve(source_lang).code, vocab_size=vocab_size, eval_max_bytes=eval_max_bytes,
+                       samples=samples,
+                       init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
+                       loo_tokens=loo_tokens, romanize=romanize, methods=methods,
+                       method_options=dict(method_options or {}), multihead=multihead, train=cfg)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Validate names, options and the training configuration (raises :class:`~xlt.errors.XltError`)."""
+        self.train.validate()
+        self.init_configs()
+        self.method_configs()
+        if self.multihead and self.methods != ["full"]:
+            raise XltError("the multi-head option keeps a second full model head; it works with --method full only",
+                           "drop --multihead, or use --method full")
+
+    def init_configs(self) -> dict[str, Any]:
+        """Each init's options dataclass, built from the shared ``-O`` pairs (a key no init takes is refused)."""
+        from xlt.vocab.registry import INITS
+
+        return INITS.options_for(self.inits, self.init_options, "-O")
+
+    def method_configs(self) -> dict[str, Any]:
+        """Each method's options dataclass, built from the shared ``-M`` pairs (a key no method takes is refused)."""
+        from xlt.adapt.methods import ADAPTATIONS
+
+        return ADAPTATIONS.options_for(self.methods, self.method_options, "-M")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -69,7 +128,38 @@ class RunResult:
     report: Path
 
 
+@dataclass
+class RunContext:
+    """What every (init, method) model of a run shares: settings, folders, tokenizers, data and flags."""
+
+    settings: AdaptSettings
+    out: Path
+    work: Path
+    src_folder: Path
+    src_tok: Any
+    tgt_tok: Any
+    corpus: Any
+    src_lang: Any
+    tgt: Any
+    blocks: PackedBlocks
+    dev_texts: list[str]
+    test_texts: list[str]
+    state: Any  # accelerate's PartialState
+    allow_pickle: bool = False
+    show_progress: bool = True
+    interrupt_at: int | None = None
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.settings.train
+
+
 def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise XltError(f"--out {out} is a file, not a folder", "give the path of a new or empty folder for the run")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise XltError(f"--out {out} cannot be created: {parent} is a file", "give a folder path whose parents are folders")
     run_json = out / "run.json"
     if run_json.is_file():
         state = json.loads(run_json.read_text())
@@ -91,77 +181,56 @@ def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
         shutil.rmtree(out)
 
 
-def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init: str | list[str] = "overlap,mean,random",
-        out: str | Path = "runs/adapt", steps: int = 300, stage1_steps: int | None = None, vocab_size: int = 8000,
-        batch_size: int = 8, grad_accum: int = 1, seq_len: int = 256, lr: float = 2e-4, embedding_lr: float = 1e-3,
-        eval_every: int | None = None, eval_max_bytes: int = 20000, save_every: int | None = None, seed: int = 0,
-        source_lang: str = "en", samples: int = 3, init_options: dict | None = None, loo_tokens: int = 200,
-        romanize: bool = False, method: str | list[str] = "full", method_options: dict | None = None,
-        overwrite: bool = False, allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
-        log=print) -> RunResult:
-    """Adapt ``source`` to language ``target`` with each init in ``init``; what ``xlt adapt`` runs.
+def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *, overwrite: bool = False,
+        allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
+        **kwargs) -> RunResult:
+    """Adapt ``settings.source`` to ``settings.target`` with each init and method; what ``xlt adapt`` runs.
 
-    ``stage1_steps`` defaults to a third of ``steps``; ``eval_every`` to a tenth; ``save_every`` to
-    ``eval_every``. ``interrupt_at`` stops after that many steps of an init, as an interruption would.
-    ``init_options`` go to the init methods (``dictionary``, ``source_vectors``, ``target_vectors``,
-    ``focus_vectors``, ``wechsel_faithful``, ``transtok_min_count``, ``multihead``, ...); ``loo_tokens``
-    overlapping tokens are held out for the leave-one-out comparison (0 skips it); ``romanize`` trains and
-    evaluates on uroman-romanised target text; held-out documents are chosen by their native-script text and
+    ``settings``: an :class:`AdaptSettings` (from :meth:`AdaptSettings.create`), or leave it out and give the same
+    keyword arguments ``create`` takes (``source``, ``target``, ``corpus``, ``init``, ``steps``, ``method``,
+    ``init_options``, ``method_options``, ...). ``interrupt_at`` stops after that many steps of an init, as an
+    interruption would. ``init_options`` go to the init methods (``xlt inits`` lists each one's options);
+    ``loo_tokens`` overlapping tokens are held out for the leave-one-out comparison (0 skips it); ``romanize`` trains
+    and evaluates on uroman-romanised target text; held-out documents are chosen by their native-script text and
     every bits/byte is also given per native-script byte, beside the source model reading the native script.
-    ``method`` (comma-separated) picks what stage 2 trains (``full``, ``lora``, ``sft``, ...; see
-    :mod:`xlt.adapt.methods`), with ``method_options`` (``r``, ``alpha``, ``target_modules``, ``density``...); each
-    (init, method) pair gives one model, in ``<init>/`` for ``full`` and ``<init>+<method>/`` otherwise.
+    ``method`` (comma-separated) picks what stage 2 trains (``full``, ``lora``, ``sft``, ...; ``xlt methods``), with
+    ``method_options``; each (init, method) pair gives one model, in ``<init>/`` for ``full`` and
+    ``<init>+<method>/`` otherwise. Progress is logged to the ``xlt`` logger (the CLI shows it).
     """
+    if settings is None:
+        settings = AdaptSettings.create(**kwargs)
+    elif kwargs:
+        raise TypeError(f"give either settings or keyword arguments, not both ({', '.join(kwargs)})")
+    else:
+        settings.check()
     t_start = time.time()
     out = Path(out)
-    inits = parse_inits(init)
-    from xlt.adapt.methods import get_method, parse_methods
-
-    methods = parse_methods(method)
-    accepted = {k for m in methods for k in get_method(m).defaults()}
-    stray = sorted(set(method_options or {}) - accepted)
-    if stray:
-        raise XltError(f"method option(s) {stray} are accepted by none of the methods {methods}",
-                       f"these methods accept: {', '.join(sorted(accepted)) or 'no options'}")
-    for m in methods:  # values checked before any heavy work
-        get_method(m, {k: v for k, v in (method_options or {}).items() if k in get_method(m).defaults()})
-    if (init_options or {}).get("multihead") and methods != ["full"]:
-        raise XltError("the multi-head option keeps a second full model head; it works with --method full only",
-                       "drop -O multihead=true, or use --method full")
-    tgt = resolve(target)
-    src_lang = resolve(source_lang)
-    eval_every = eval_every or max(1, steps // 10)
-    cfg = TrainConfig(steps=steps, stage1_steps=steps // 3 if stage1_steps is None else stage1_steps,
-                      batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr, embedding_lr=embedding_lr,
-                      eval_every=eval_every, save_every=save_every or eval_every, seed=seed)
-    cfg.validate()
-    settings = AdaptSettings(source=str(source), target=tgt.code, corpus=str(corpus), inits=inits, source_lang=src_lang.code,
-                             vocab_size=vocab_size, eval_max_bytes=eval_max_bytes, samples=samples,
-                             init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
-                             loo_tokens=loo_tokens, romanize=romanize, methods=methods,
-                             method_options=dict(method_options or {}), train=cfg)
+    cfg = settings.train
+    tgt, src_lang = resolve(settings.target), resolve(settings.source_lang)
     # -- everything that can be checked cheaply, before any heavy work -------------------------
-    corp = open_corpus(corpus, tgt.code)
+    if out.exists() and not out.is_dir():
+        raise XltError(f"--out {out} is a file, not a folder", "give the path of a new or empty folder for the run")
+    corp = open_corpus(settings.corpus, tgt.code)
     corp.language(tgt)
     native = corp
-    if romanize:
+    if settings.romanize:
         from xlt.data import RomanizedCorpus
 
         corp = RomanizedCorpus(corp, tgt)
     train_texts = corp.texts(tgt, "train")
     (dev_texts, native_dev), (test_texts, native_test) = (
-        _eval_texts(corp, native if romanize else None, tgt, split, eval_max_bytes) for split in ("dev", "test"))
+        _eval_texts(corp, native if settings.romanize else None, tgt, split, settings.eval_max_bytes)
+        for split in ("dev", "test"))
     if not train_texts:
         raise XltError(f"the {corp.name} corpus has no training text for {tgt.code}", "give a larger corpus")
     if not dev_texts or not test_texts:
         raise XltError(f"the {corp.name} corpus has no held-out (dev/test) text for {tgt.code}",
                        "give more documents so the hash split can hold some out")
-    src_folder = resolve_source(source)
+    src_folder = resolve_source(settings.source)
     check_model_folder(src_folder, allow_pickle=allow_pickle)
     src_tok = load_tokenizer(src_folder)
-    need = min_vocab_size(src_tok)
-    if vocab_size < need:
-        train_tokenizer(src_tok, ["x"], vocab_size)  # raises the precise error
+    if settings.vocab_size < min_vocab_size(src_tok):
+        train_tokenizer(src_tok, ["x"], settings.vocab_size)  # raises the precise error
     from accelerate import PartialState
 
     state = PartialState()  # under `accelerate launch`, only the main process writes files
@@ -176,24 +245,26 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     # -- target tokenizer (reused on resume) ------------------------------------------------------
     tok_dir = out / "tokenizer"
     if main and not (tok_dir / "tokenizer.json").is_file():
-        log(f"training a {vocab_size}-token target tokenizer on {len(train_texts):,} {tgt.name} documents")
+        log.info("training a %s-token target tokenizer on %s %s documents", f"{settings.vocab_size:,}",
+                 f"{len(train_texts):,}", tgt.name)
         with atomic_dir(tok_dir, overwrite=True) as tmp:
-            train_tokenizer(src_tok, train_texts, vocab_size).save_pretrained(tmp)
+            train_tokenizer(src_tok, train_texts, settings.vocab_size).save_pretrained(tmp)
     state.wait_for_everyone()
     tgt_tok = load_tokenizer(tok_dir)
 
     # -- the no-transfer reference (cached) and the tokenization table ----------------------------
     ref_path = work / "reference.json"
+    window = settings.eval_window
     if main and not ref_path.is_file():
-        log("evaluating the source model with its own tokenizer (no-transfer reference)")
+        log.info("evaluating the source model with its own tokenizer (no-transfer reference)")
         src_model = load_model(src_folder, allow_pickle=allow_pickle)
         write_json_atomic(ref_path, {
-            "dev": bits_per_byte(src_model, src_tok, dev_texts, settings.eval_window).as_dict(),
-            "test": bits_per_byte(src_model, src_tok, test_texts, settings.eval_window).as_dict(),
-            "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, samples)),
-            **({"native_script_dev": bits_per_byte(src_model, src_tok, native_dev, settings.eval_window).as_dict(),
-                "native_script_test": bits_per_byte(src_model, src_tok, native_test, settings.eval_window).as_dict()}
-               if romanize else {}),
+            "dev": bits_per_byte(src_model, src_tok, dev_texts, window, split="dev").as_dict(),
+            "test": bits_per_byte(src_model, src_tok, test_texts, window, split="test").as_dict(),
+            "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, settings.samples)),
+            **({"native_script_dev": bits_per_byte(src_model, src_tok, native_dev, window, split="dev").as_dict(),
+                "native_script_test": bits_per_byte(src_model, src_tok, native_test, window, split="test").as_dict()}
+               if settings.romanize else {}),
         })
         del src_model
     ids_path = work / "train_ids.npy"
@@ -202,16 +273,15 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
     state.wait_for_everyone()
     reference = json.loads(ref_path.read_text())
     stream = np.load(ids_path)
-    blocks = PackedBlocks(stream, cfg.seq_len, cfg.seed)
+    ctx = RunContext(settings, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt,
+                     PackedBlocks(stream, cfg.seq_len, cfg.seed), dev_texts, test_texts, state, allow_pickle,
+                     show_progress, interrupt_at)
 
-    # -- one model per init -----------------------------------------------------------------------
+    # -- one model per (init, method) -------------------------------------------------------------
     results = {}
-    for name in inits:
-        for meth in methods:
-            key = run_name(name, meth)
-            results[key] = _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg,
-                                     dev_texts, test_texts, settings, allow_pickle, show_progress, interrupt_at, log, state,
-                                     meth)
+    for name in settings.inits:
+        for meth in settings.methods:
+            results[run_name(name, meth)] = _run_init(ctx, name, meth)
 
     report = out / "report.html"
     metrics = {}
@@ -224,7 +294,7 @@ def run(source: str = "smollm2", target: str = "sw", corpus: str = "bible", init
         report = write_report(out, metrics)
         shutil.rmtree(work, ignore_errors=True)
         write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
-        log(f"report: {report.resolve()}")
+        log.info("report: %s", report.resolve())
     state.wait_for_everyone()
     return RunResult(out, metrics, report)
 
@@ -261,58 +331,67 @@ def run_name(init: str, method: str) -> str:
     return init if method == "full" else f"{init}+{method}"
 
 
-def _method_options(settings, meth: str) -> dict:
-    from xlt.adapt.methods import get_method
+def mapping_signature(mapping, ctx: RunContext) -> str:
+    """How a transfer mapping was made: method, options, tokenizers, corpus, languages, seed."""
+    from xlt.signature import Signature, json_hash, tokenizer_hash
 
-    known = get_method(meth).defaults()
-    return {k: v for k, v in settings.method_options.items() if k in known}
+    return str(Signature("mapping", init=mapping.method, options=json_hash(mapping.options),
+                         src_tok=tokenizer_hash(ctx.src_tok), tgt_tok=tokenizer_hash(ctx.tgt_tok),
+                         corpus=ctx.settings.corpus, langs=f"{ctx.src_lang.code}-{ctx.tgt.code}",
+                         seed=ctx.cfg.seed))
 
 
-def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt, blocks, cfg, dev_texts, test_texts,
-              settings, allow_pickle, show_progress, interrupt_at, log, state, meth: str = "full") -> dict:
-    from xlt.adapt.methods import fingerprint, get_method
+def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
+    from xlt.adapt.methods import ADAPTATIONS, fingerprint
 
+    settings, cfg, state, tgt_tok = ctx.settings, ctx.cfg, ctx.state, ctx.tgt_tok
     key = run_name(name, meth)
-    final = out / key
+    final = ctx.out / key
     if (final / "metrics.json").is_file():
         if state.is_main_process:
-            log(f"[{key}] already finished, reusing {final}")
+            log.info("[%s] already finished, reusing %s", key, final)
         return json.loads((final / "metrics.json").read_text())
     t0 = time.time()
-    model = load_model(src_folder, allow_pickle=allow_pickle)
-    method = get_method(meth, _method_options(settings, meth))
+    model = load_model(ctx.src_folder, allow_pickle=ctx.allow_pickle)
+    method = ADAPTATIONS.get(meth)(settings.method_configs()[meth])
+    init_options = settings.init_configs()[name]
     fp = None if method.whole_model else fingerprint(model)
-    ctx = TransferContext(src_tok, tgt_tok, seed=cfg.seed, corpus=corp, source_lang=src_lang.code, target_lang=tgt.code,
-                          options=dict(settings.init_options))
+    tctx = TransferContext(ctx.src_tok, tgt_tok, seed=cfg.seed, corpus=ctx.corpus, source_lang=ctx.src_lang.code,
+                           target_lang=ctx.tgt.code)
     t_loaded = time.time()
-    source_head = model.get_output_embeddings().weight.detach().clone() if settings.init_options.get("multihead") else None
+    source_head = model.get_output_embeddings().weight.detach().clone() if settings.multihead else None
     n_loo = settings.loo_tokens
-    loo = leave_one_out(name, ctx, model.get_input_embeddings().weight, n_loo) if n_loo else None
+    loo = leave_one_out(name, tctx, model.get_input_embeddings().weight, n_loo, init_options) if n_loo else None
     t_loo = time.time() - t_loaded
-    mapping = build_mapping(name, ctx)
+    mapping = build_mapping(name, tctx, init_options)
+    mapping.signature = mapping_signature(mapping, ctx)
     transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
     t_map = time.time() - t_loaded - t_loo
     if state.is_main_process:
-        log(f"[{key}] embeddings initialised in {t_map:.1f}s: {mapping.summary()['rows_by_evidence']}")
+        log.info("[%s] embeddings initialised in %.1fs: %s", key, t_map, mapping.summary()["rows_by_evidence"])
 
     def evaluate(m, step):
-        return {"bits_per_byte": bits_per_byte(m, tgt_tok, dev_texts, settings.eval_window).bits_per_byte}
+        r = bits_per_byte(m, tgt_tok, ctx.dev_texts, settings.eval_window, split="dev")
+        return {"bits_per_byte": r.bits_per_byte, "signature": r.signature}
 
     n_stage1 = sum(p.numel() for p in _emb(model))
     model = method.prepare(model)
     t1 = time.time()
-    model, history = method.train(model, blocks, cfg, work / key, evaluate, show_progress, key, interrupt_at)
+    model, history = method.train(model, ctx.blocks, cfg, ctx.work / key, evaluate, ctx.show_progress, key,
+                                  ctx.interrupt_at)
     t_train = time.time() - t1
     model.eval()
     if not state.is_main_process:
         state.wait_for_everyone()
         return {}
-    test = bits_per_byte(model, tgt_tok, test_texts, settings.eval_window).as_dict()
-    samples = greedy_samples(model, tgt_tok, prompts_from(test_texts, settings.samples))
+    test = bits_per_byte(model, tgt_tok, ctx.test_texts, settings.eval_window, split="test").as_dict()
+    samples = greedy_samples(model, tgt_tok, prompts_from(ctx.test_texts, settings.samples))
+    from xlt.options import as_dict
+
     res = {
         "init": name,
         "method": meth,
-        "method_options": method.options,
+        "method_options": as_dict(method.config),
         "transfer": mapping.summary(),
         "leave_one_out": loo,
         "history": history,
@@ -325,7 +404,7 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         "model_parameters": sum(p.numel() for p in model.parameters()),  # shared tensors counted once
     }
     with atomic_dir(final, overwrite=True) as tmp:
-        method.save(model, tmp, str(Path(src_folder).resolve()), fp)
+        method.save(model, tmp, str(Path(ctx.src_folder).resolve()), fp)
         tgt_tok.save_pretrained(tmp)
         mapping.save(tmp / "transfer_mapping.npz")
         write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
@@ -333,18 +412,19 @@ def _run_init(name, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt
         if source_head is not None:  # Hydra-style: keep the source head and tokenizer beside the new one
             from xlt.vocab.multihead import save_extra_head
 
-            save_extra_head(tmp, src_lang.code, source_head, src_tok)
-    shutil.rmtree(work / key, ignore_errors=True)
-    log(f"[{key}] done in {res['seconds']['total']:.0f}s: {res['trainable_parameters']['stage2']:,} parameters trained in "
-        f"stage 2, dev bits/byte {res['bpb_final']:.3f}, test {test['bits_per_byte']:.3f}")
+            save_extra_head(tmp, ctx.src_lang.code, source_head, ctx.src_tok)
+    shutil.rmtree(ctx.work / key, ignore_errors=True)
+    log.info("[%s] done in %.0fs: %s parameters trained in stage 2, dev bits/byte %.3f, test %.3f", key,
+             res["seconds"]["total"], f"{res['trainable_parameters']['stage2']:,}", res["bpb_final"],
+             test["bits_per_byte"])
     state.wait_for_everyone()
     return res
 
 
 def _emb(model):
-    from xlt.adapt.train import embedding_parameters
+    from xlt import arch
 
-    return embedding_parameters(model)
+    return arch.embedding_parameters(model)
 
 
 def steps_to_reach(history_eval: list[dict], target: float) -> float | None:
@@ -408,6 +488,11 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
             "bits_per_byte": "sum of token negative log-likelihoods (nats) / ln 2 / UTF-8 bytes of the held-out text; "
                              "documents joined with newlines, one boundary token first, scored in consecutive windows of "
                              f"{settings.eval_window} tokens, each conditioned on the previous token",
+            "signature": "how a number was computed, as key:value fields (sacrebleu style): bpb|window|join (how documents "
+                         "are joined)|boundary (the token before the first document)|bytes (the denominator)|split|tok "
+                         "(SHA-256 of the tokenizer JSON, 12 hex digits)|model (SHA-256 of the model's tensors)|xlt "
+                         "version; a transfer mapping's: init|options hash|source and target tokenizer hashes|corpus|"
+                         "languages|seed",
             "bpb_step0": "dev bits/byte right after embedding initialisation, before any training",
             "bpb_final": "dev bits/byte after the last training step",
             "test_bpb_final": "test bits/byte after the last training step",

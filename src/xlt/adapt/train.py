@@ -3,7 +3,8 @@
 Runs through ``accelerate`` (``accelerate launch`` spreads it over several GPUs unchanged; bf16 on GPU,
 fp32 on CPU). AdamW with linear warmup and cosine decay per stage, gradient accumulation, packed
 sequences, evaluation every N steps, checkpoints, and exact resume: a run interrupted and resumed
-produces the same loss curve and weights as one that was not.
+produces the same loss curve and weights as one that was not (checkpoints hold the weights, the optimizer and
+scheduler states and every random generator's state: torch CPU and CUDA, numpy, Python).
 """
 
 from __future__ import annotations
@@ -59,13 +60,44 @@ class TrainingInterrupted(Exception):
 
 
 def embedding_parameters(model) -> list[torch.nn.Parameter]:
-    params = [model.get_input_embeddings().weight]
-    out = model.get_output_embeddings()
-    if out is not None and out.weight is not params[0]:
-        params.append(out.weight)
-        if getattr(out, "bias", None) is not None:
-            params.append(out.bias)
-    return params
+    """What stage 1 trains: the input embeddings and an untied head (:func:`xlt.arch.embedding_parameters`)."""
+    from xlt import arch
+
+    return arch.embedding_parameters(model)
+
+
+def rng_state() -> dict:
+    """Every random generator a training step may draw from: torch's CPU (and each CUDA device's), numpy's global
+    and Python's ``random`` — as tensors, lists and numbers, so ``torch.load(weights_only=True)`` reads it back."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {"cpu": torch.get_rng_state(),
+             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+             "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved (an older checkpoint may hold only ``cpu``)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["cpu"])
+    if "numpy" in state:
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _schedule(stage_steps: int, warmup: float) -> Callable[[int], float]:
@@ -154,7 +186,7 @@ class Trainer:
             tmp.mkdir(parents=True)
             save_model(acc.unwrap_model(self.model), str(tmp / "model.safetensors"))
             torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                        "cpu_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+                        "rng": rng_state()}, tmp / "optimizer.pt")
             (tmp / "trainer.json").write_text(json.dumps(
                 {"step": self.step, "stage": self._stage, "config": asdict(self.cfg), "history": self.history}))
             shutil.rmtree(path, ignore_errors=True)
@@ -182,7 +214,7 @@ class Trainer:
         if meta["stage"] == self._stage:
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["cpu_rng"])
+        set_rng_state(state["rng"] if "rng" in state else {"cpu": state["cpu_rng"]})
 
     # -- the loop -------------------------------------------------------------------------------
     def _evaluate(self) -> None:

@@ -48,12 +48,13 @@ def adapt(
     samples: int = typer.Option(3, help="Greedy continuations of held-out prompts per model."),
     dictionary: Optional[str] = typer.Option(None, help="Bilingual dictionary for wechsel: TSV path or freedict:eng-swh [default: induced from the parallel corpus]."),
     init_option: Optional[list[str]] = typer.Option(None, "--init-option", "-O",
-                                                    help="KEY=VALUE for init methods (repeatable), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
+                                                    help="KEY=VALUE for init methods (repeatable; `xlt inits` lists each one's options), e.g. -O wechsel_faithful=true -O source_vectors=en.bin."),
+    multihead: bool = typer.Option(False, help="Keep the source model's output head and tokenizer beside the new one (heads/<lang>/ in each model folder; --method full only)."),
     romanize: bool = typer.Option(False, help="Train and evaluate on uroman-romanised target text (non-Latin scripts); results in both scripts' units (per romanised and per native-script byte)."),
     loo_tokens: int = typer.Option(200, help="Overlapping tokens held out for the leave-one-out comparison (0 skips it)."),
     method: str = typer.Option("full", help="Comma-separated stage-2 methods: full | lora | sft | ... (see `xlt methods`)."),
     method_option: Optional[list[str]] = typer.Option(None, "--method-option", "-M",
-                                                      help="KEY=VALUE for the methods (repeatable), e.g. -M r=8 -M density=0.01."),
+                                                      help="KEY=VALUE for the methods (repeatable; `xlt methods` lists each one's options), e.g. -M r=8 -M density=0.01."),
     overwrite: bool = typer.Option(False, help="Start over: replace what --out holds (a finished or an interrupted run)."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -62,20 +63,19 @@ def adapt(
 
     Rerunning an interrupted run with the same settings resumes it where it stopped.
     """
-    from rich.markup import escape
+    from xlt.adapt import AdaptSettings, run
 
-    from xlt.adapt import run
-
-    run(source=source, target=target, corpus=corpus, init=init, out=out, steps=steps, stage1_steps=stage1_steps,
+    settings = AdaptSettings.create(
+        source=source, target=target, corpus=corpus, init=init, steps=steps, stage1_steps=stage1_steps,
         vocab_size=vocab_size, batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
-        seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary),
-        loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option),
-        overwrite=overwrite, allow_pickle=allow_pickle,
-        show_progress=progress, log=lambda m: err.print(f"[bold cyan]xlt[/] {escape(m)}", highlight=False))
+        seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary, "-O"),
+        loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option, None, "-M"),
+        multihead=multihead)
+    run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress)
 
 
-def parse_options(items: list[str] | None, dictionary: str | None = None) -> dict:
+def parse_options(items: list[str] | None, dictionary: str | None = None, flag: str = "-O") -> dict:
     """``["k=3", "flag=true", "path=x.bin"]`` -> ``{"k": 3, "flag": True, "path": "x.bin"}`` (JSON values where they parse)."""
     import json
 
@@ -83,7 +83,8 @@ def parse_options(items: list[str] | None, dictionary: str | None = None) -> dic
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise XltError(f"cannot read init option {item!r}", "write it as KEY=VALUE, e.g. -O wechsel_k=5")
+            raise XltError(f"cannot read option {item!r} ({flag})", f"write it as KEY=VALUE, e.g. {flag} "
+                           + ("wechsel_k=5" if flag == "-O" else "r=8"))
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -93,23 +94,45 @@ def parse_options(items: list[str] | None, dictionary: str | None = None) -> dic
     return out
 
 
+def print_registry(registry, flag: str) -> None:
+    """Every entry of a registry with its description and its options (type, default, help), from the declarations."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for entry in registry.describe():
+        out.print(f"[bold]{escape(entry['name'])}[/]  {escape(entry['description'])}", highlight=False)
+        if not entry["options"]:
+            out.print("  [dim]no options[/]")
+            continue
+        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
+        for name, tp, default, help_ in entry["options"]:
+            table.add_row(f"[cyan]{escape(name)}[/]", escape(tp), f"[dim]{escape(default)}[/]", escape(help_))
+        out.print(table)
+    out.print(f"[dim]Pass options as {flag}.[/]", highlight=False)
+
+
 @app.command()
 def inits():
-    """List the registered embedding-initialisation methods."""
-    from xlt.vocab import available_inits
+    """List the registered embedding-initialisation methods and their options (for -O KEY=VALUE)."""
+    from xlt.vocab.registry import INITS
 
-    for name, m in sorted(available_inits().items()):
-        out.print(f"[bold]{name}[/]  {m.description}", highlight=False)
+    print_registry(INITS, "-O KEY=VALUE to xlt adapt (one set for all the inits of a run; each takes its own keys)")
 
 
 @app.command()
 def methods():
-    """List the registered stage-2 adaptation methods and their options."""
-    from xlt.adapt.methods import available_methods
+    """List the registered stage-2 adaptation methods and their options (for -M KEY=VALUE)."""
+    from xlt.adapt.methods import ADAPTATIONS
 
-    for name, m in sorted(available_methods().items()):
-        opts = ", ".join(f"{k}={v}" for k, v in m.defaults().items())
-        out.print(f"[bold]{name}[/]  {m.description}" + (f"  [dim]({opts})[/]" if opts else ""), highlight=False)
+    print_registry(ADAPTATIONS, "-M KEY=VALUE to xlt adapt (one set for all the methods of a run; each takes its own keys)")
+
+
+@app.command()
+def merges():
+    """List the registered merge methods and their parameters (for a merge config's parameters:)."""
+    from xlt.merge.registry import MERGES
+
+    print_registry(MERGES, "KEY: VALUE under parameters: in the merge config (per-model ones under models[*].parameters)")
 
 
 @models_app.command("prepare")
@@ -163,9 +186,26 @@ from xlt.cli.merge import merge as _merge  # noqa: E402
 app.command(name="merge")(_merge)
 
 
+def setup_logging(console: Console = err) -> None:
+    """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("xlt")
+    if not any(getattr(h, "_xlt_cli", False) for h in logger.handlers):
+        h = RichHandler(console=console, show_time=False, show_path=False, show_level=False, markup=False,
+                        highlighter=None, rich_tracebacks=False)
+        h.setFormatter(logging.Formatter("xlt %(message)s"))
+        h._xlt_cli = True
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+
+
 def main() -> None:
     from xlt.adapt.train import TrainingInterrupted
 
+    setup_logging()
     try:
         app()
     except XltError as e:

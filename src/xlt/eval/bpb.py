@@ -5,6 +5,9 @@ into one stream, prefixed with a boundary token, tokenised once, and scored in c
 ``window`` tokens; each window is conditioned on the token before it, so every text token is
 predicted exactly once, with up to ``window`` tokens of context. Because the numerator counts every
 token and the denominator counts bytes, models with different tokenizers are comparable.
+
+Every result carries its signature (:mod:`xlt.signature`): window, how documents are joined, the boundary token,
+the byte count, the split, hashes of the tokenizer and the model, and the xlt version.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class BpbResult:
     tokens: int
     bytes: int
     window: int
+    signature: str = ""
 
     @property
     def tokens_per_byte(self) -> float:
@@ -59,18 +63,36 @@ class BpbResult:
 
     def as_dict(self) -> dict:
         return {"bits_per_byte": self.bits_per_byte, "nll_nats": self.nats, "tokens": self.tokens,
-                "bytes": self.bytes, "window": self.window}
+                "bytes": self.bytes, "window": self.window, "signature": self.signature}
+
+
+def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None) -> str:
+    from xlt.signature import Signature, model_hash, tokenizer_hash
+
+    b = boundary_token_id(tokenizer)
+    role = next((r for r in ("eos", "bos") if getattr(tokenizer, f"{r}_token_id", None) == b), "id")
+    return str(Signature("bpb", window=window, join="newline", boundary=f"{role}={b}", bytes=nbytes, split=split or "-",
+                         tok=tokenizer_hash(tokenizer), model=model_hash(model)))
+
+
+#: the most logits one forward pass may hold (bytes); models with large vocabularies score fewer windows at a time
+LOGITS_BUDGET = 1 << 30
 
 
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_size: int = 4,
-                  device: str | torch.device | None = None) -> BpbResult:
-    """Bits per UTF-8 byte of ``model`` on ``texts`` (see the module docstring for the exact procedure)."""
+                  device: str | torch.device | None = None, split: str | None = None) -> BpbResult:
+    """Bits per UTF-8 byte of ``model`` on ``texts`` (see the module docstring for the exact procedure).
+
+    ``split`` names the held-out split in the result's signature."""
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise XltError("no held-out text to evaluate on", "give a corpus whose dev/test split has text")
     stream = "\n".join(texts)
     nbytes = stream_bytes(texts)
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    vocab = head.weight.shape[0] if head is not None else len(tokenizer)
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET // max(1, window * vocab * 4)))
     ids = [boundary_token_id(tokenizer)] + tokenizer(stream, add_special_tokens=False)["input_ids"]
     ids_t = torch.tensor(ids, dtype=torch.long)
     n_pred = len(ids) - 1
@@ -97,4 +119,5 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
         total += nll.item()
     if was_training:
         model.train()
-    return BpbResult(total / math.log(2) / nbytes, total, n_pred, nbytes, window)
+    return BpbResult(total / math.log(2) / nbytes, total, n_pred, nbytes, window,
+                     bpb_signature(model, tokenizer, window, nbytes, split))

@@ -89,14 +89,16 @@ class MergeMethod:
     paper: str = ""
     reference: str = ""
     deviations: str = ""
+    options: type | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
 
-_REGISTRY: Registry[MergeMethod] = Registry("merge method", "xlt.merges", builtins="xlt.merge.methods",
+_REGISTRY: Registry[MergeMethod] = Registry("merge method", "xlt.merges", builtins=("xlt.merge.methods",),
                                            fix="choose merge_method from: {names}")
 METHODS: dict[str, MergeMethod] = _REGISTRY.entries
+MERGES = _REGISTRY
 
 
 def register_method(method: MergeMethod) -> MergeMethod:

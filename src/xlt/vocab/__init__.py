@@ -1,12 +1,10 @@
 """Vocabulary: target tokenizers and embedding initialisation for a new vocabulary.
 
-Methods are registered by name (``INITS``); each returns a :class:`TransferMapping` that
+Methods are registered by name (``INITS``, built-ins loaded on the first lookup), each with an options
+dataclass; each returns a :class:`TransferMapping` that
 :func:`transfer_model` applies to input embeddings and untied heads alike.
 """
 
-from xlt.vocab import baselines as _baselines  # noqa: F401  (registers random, mean, overlap)
-from xlt.vocab import transtok as _transtok  # noqa: F401
-from xlt.vocab import similarity as _similarity  # noqa: F401  (registers wechsel, focus)
 from xlt.vocab.canon import canonical_vocab, tokenizer_kind
 from xlt.vocab.mapping import TransferMapping, mix_rows
 from xlt.vocab.registry import INITS, TransferContext, available_inits, get_init, parse_inits, register_init

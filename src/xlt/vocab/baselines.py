@@ -43,8 +43,8 @@ def overlap_pairs(source_tok, target_tok, exclude: frozenset[int] | set[int] = f
 
 
 def held_out(ctx: TransferContext) -> frozenset[int]:
-    """Target ids a comparison asks methods to reconstruct instead of copying (``ctx.options['holdout']``)."""
-    return frozenset(ctx.options.get("holdout", ()))
+    """Target ids a comparison asks methods to reconstruct instead of copying (``ctx.holdout``)."""
+    return frozenset(ctx.holdout)
 
 
 def _n(tok) -> int:
@@ -61,17 +61,17 @@ def _rows(ctx: TransferContext, fill: str) -> TransferMapping:
 
 
 @register_init("random", "normal draws with the source embeddings' per-dimension mean and std; specials copied")
-def random_init(ctx: TransferContext) -> TransferMapping:
+def random_init(ctx: TransferContext, options=None) -> TransferMapping:
     return _rows(ctx, "random")
 
 
 @register_init("mean", "every new row is the mean of the source rows; specials copied")
-def mean_init(ctx: TransferContext) -> TransferMapping:
+def mean_init(ctx: TransferContext, options=None) -> TransferMapping:
     return _rows(ctx, "mean")
 
 
 @register_init("overlap", "shared tokens keep their source row; others the mean of their source-tokenizer pieces (FVT)")
-def overlap_init(ctx: TransferContext) -> TransferMapping:
+def overlap_init(ctx: TransferContext, options=None) -> TransferMapping:
     """Fast vocabulary transfer: copy tokens present in both vocabularies (by canonical form); embed
     every other target token as the mean of the rows of the pieces the *source* tokenizer splits its
     text into; fall back to the mean source row when it cannot be split.

@@ -31,14 +31,16 @@ def holdout_sample(ctx: TransferContext, n: int = 200, seed: int = 0) -> dict[in
     return dict(pairs[i] for i in sorted(pick))
 
 
-def leave_one_out(method: str, ctx: TransferContext, source_embeddings: torch.Tensor, n: int = 200) -> dict:
+def leave_one_out(method: str, ctx: TransferContext, source_embeddings: torch.Tensor, n: int = 200,
+                  options=None) -> dict:
     """Mean (and spread of) cosine between reconstructed and true source rows of held-out overlapping tokens."""
+    from dataclasses import replace
+
     sample = holdout_sample(ctx, n, ctx.seed)
     if not sample:
         return {"tokens": 0, "mean_cosine": None}
-    held = TransferContext(ctx.source_tokenizer, ctx.target_tokenizer, ctx.seed, ctx.corpus, ctx.source_lang,
-                           ctx.target_lang, {**ctx.options, "holdout": frozenset(sample)})
-    mapping = build_mapping(method, held)
+    held = replace(ctx, holdout=frozenset(sample))
+    mapping = build_mapping(method, held, options)
     w = mapping.weights.tolil()
     ev = list(mapping.evidence)
     for t, s in sample.items():

@@ -9,6 +9,7 @@ embeddings and to an untied output head, so both are transferred alike.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ class TransferMapping:
     evidence: list[str]  # per target row: "special", "overlap", "pieces", "mean", "random", ...
     method: str
     notes: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the method's options as it ran (xlt.options.as_dict)
+    signature: str = ""  # provenance: method, options, tokenizers, corpus, seed, xlt version (xlt.signature)
 
     def __post_init__(self):
         self.weights = sp.csr_matrix(self.weights, dtype=np.float64)
@@ -62,6 +65,8 @@ class TransferMapping:
         n = self.n_target
         return {
             "method": self.method,
+            "options": dict(self.options),
+            "signature": self.signature,
             "target_vocab": n,
             "source_vocab": self.n_source,
             "rows_by_evidence": dict(sorted(c.items())),
@@ -73,13 +78,16 @@ class TransferMapping:
         """Save as ``.npz`` (CSR arrays + evidence), loadable with :meth:`load`."""
         w = self.weights
         np.savez_compressed(path, data=w.data, indices=w.indices, indptr=w.indptr, shape=np.array(w.shape),
-                            evidence=np.array(self.evidence), method=np.array(self.method))
+                            evidence=np.array(self.evidence), method=np.array(self.method),
+                            options=np.array(json.dumps(self.options, default=str)), signature=np.array(self.signature))
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferMapping":
         z = np.load(path, allow_pickle=False)
         w = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-        return cls(w, [str(e) for e in z["evidence"]], str(z["method"]))
+        return cls(w, [str(e) for e in z["evidence"]], str(z["method"]),
+                   options=json.loads(str(z["options"])) if "options" in z else {},
+                   signature=str(z["signature"]) if "signature" in z else "")
 
 
 def mix_rows(mapping: TransferMapping, source: torch.Tensor, seed: int) -> torch.Tensor:

@@ -1,9 +1,11 @@
-"""Registry of embedding-initialisation methods: one name, one signature.
+"""Registry of embedding-initialisation methods: one name, one signature, one options dataclass.
 
-A method is a function ``(ctx: TransferContext) -> TransferMapping``, registered with
-``@register_init("name")``. Third-party packages can add methods through the ``xlt.inits``
-entry-point group. Methods never touch the model: :func:`xlt.vocab.transfer.transfer_model`
-applies the mapping.
+A method is a function ``(ctx: TransferContext, options) -> TransferMapping``, registered with
+``@register_init("name", options=MyOptions)`` where ``MyOptions`` is a dataclass of :func:`xlt.options.option`
+fields (omit it for a method without options). ``xlt adapt -O KEY=VALUE`` and the Python API build the options
+through the registry, so an unknown key or a wrong type is refused before any work. Third-party packages add
+methods through the ``xlt.inits`` entry-point group. Methods never touch the model:
+:func:`xlt.vocab.transfer.transfer_model` applies the mapping.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from xlt.errors import XltError
+from xlt.options import NoOptions
 from xlt.registry import Registry
 
 
 @dataclass
 class TransferContext:
-    """What a method may use. Data-driven methods read ``corpus`` in ``source_lang``/``target_lang``."""
+    """What a method may use. Data-driven methods read ``corpus`` in ``source_lang``/``target_lang``.
+
+    ``options`` are the raw ``KEY=VALUE`` pairs for the method (built into its options dataclass by
+    :func:`~xlt.vocab.transfer.build_mapping`); ``holdout`` are target ids a comparison asks the method to
+    reconstruct instead of copying (the leave-one-out comparison)."""
 
     source_tokenizer: Any
     target_tokenizer: Any
@@ -26,6 +32,7 @@ class TransferContext:
     source_lang: str | None = None
     target_lang: str | None = None
     options: dict = field(default_factory=dict)
+    holdout: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -33,35 +40,31 @@ class InitMethod:
     name: str
     fn: Callable
     description: str
+    options: type = NoOptions
 
 
-_REGISTRY: Registry[InitMethod] = Registry("init method", "xlt.inits")
-INITS: dict[str, InitMethod] = _REGISTRY.entries
+INITS: Registry[InitMethod] = Registry("init method", "xlt.inits", builtins=(
+    "xlt.vocab.baselines", "xlt.vocab.similarity", "xlt.vocab.transtok"))
 
 
-def register_init(name: str, description: str = ""):
+def register_init(name: str, description: str = "", options: type | None = None):
+    """Register ``fn(ctx, options) -> TransferMapping`` as init ``name`` with its options dataclass."""
     def deco(fn):
-        _REGISTRY.add(name, InitMethod(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0]))
+        INITS.add(name, InitMethod(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0],
+                                   options or NoOptions))
         return fn
 
     return deco
 
 
 def available_inits() -> dict[str, InitMethod]:
-    return _REGISTRY.all()
+    return INITS.all()
 
 
 def get_init(name: str) -> InitMethod:
-    return _REGISTRY.get(name)
+    return INITS.get(name)
 
 
 def parse_inits(spec: str | list[str]) -> list[str]:
     """``"overlap,mean"`` -> ``["overlap", "mean"]``, every name checked."""
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if not names:
-        raise XltError("no init method given", f"choose from: {', '.join(sorted(available_inits()))}")
-    for n in names:
-        get_init(n)
-    if len(set(names)) != len(names):
-        raise XltError(f"init methods repeated in {spec!r}", "name each method once")
-    return names
+    return INITS.parse(spec, "init methods")

@@ -18,15 +18,41 @@ without one get random rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
 from xlt.errors import XltError
+from xlt.options import non_negative, option, positive
 from xlt.vocab.baselines import held_out, overlap_pairs, special_map
 from xlt.vocab.mapping import TransferMapping
 from xlt.vocab.neighbours import normalise_rows, procrustes, softmax_weights, sparsemax_rows, topk_cosine
 from xlt.vocab.registry import TransferContext, register_init
 from xlt.vocab.wordvec import FastTextConfig, WordVectors, check_same_dim, load_word_vectors, train_fasttext
+
+
+# -- options ----------------------------------------------------------------------------------------------
+@dataclass
+class WechselOptions:
+    source_vectors: str | None = option(None, "source word vectors (.bin/.vec) [default: fastText trained on the corpus]")
+    target_vectors: str | None = option(None, "target word vectors (.bin/.vec) [default: fastText trained on the corpus]")
+    dictionary: str | None = option(None, "bilingual dictionary: TSV path or freedict:eng-swh "
+                                          "[default: induced from the parallel corpus]")
+    fasttext_dim: int = option(100, "dimension of the fastText vectors trained on the corpus", check=positive)
+    fasttext_epochs: int = option(5, "fastText training epochs", check=positive)
+    fasttext_min_count: int = option(5, "fastText minimum word count", check=positive)
+    wechsel_k: int = option(10, "source neighbours mixed per target token", check=positive)
+    wechsel_temperature: float = option(0.1, "softmax temperature over cosine similarities", check=positive)
+    wechsel_faithful: bool = option(False, "copy only special tokens and rank in float64, as the reference package")
+
+
+@dataclass
+class FocusOptions:
+    focus_vectors: str | None = option(None, "token-level fastText model of the target text "
+                                             "[default: trained on the corpus tokenised with the target tokenizer]")
+    focus_epochs: int = option(3, "fastText training epochs (the reference's 3)", check=positive)
+    focus_min_count: int = option(10, "fastText minimum token count (the reference's 10)", check=non_negative)
 
 
 # -- resources --------------------------------------------------------------------------------------------
@@ -36,20 +62,20 @@ def _texts(ctx: TransferContext, lang: str, what: str) -> list[str]:
     return ctx.corpus.texts(lang, "train")
 
 
-def word_vectors(ctx: TransferContext, side: str) -> WordVectors:
+def word_vectors(ctx: TransferContext, side: str, o: WechselOptions | None = None) -> WordVectors:
     """Source or target word vectors: a user file (``{side}_vectors`` option) or fastText trained on the corpus."""
-    path = ctx.options.get(f"{side}_vectors")
+    o = o or WechselOptions()
+    path = o.source_vectors if side == "source" else o.target_vectors
     if path:
         return load_word_vectors(path)
     lang = ctx.source_lang if side == "source" else ctx.target_lang
-    cfg = FastTextConfig(dim=int(ctx.options.get("fasttext_dim", 100)), epoch=int(ctx.options.get("fasttext_epochs", 5)),
-                         min_count=int(ctx.options.get("fasttext_min_count", 5)), minn=5, maxn=5)
+    cfg = FastTextConfig(dim=o.fasttext_dim, epoch=o.fasttext_epochs, min_count=o.fasttext_min_count, minn=5, maxn=5)
     return train_fasttext(_texts(ctx, lang, f"WECHSEL's {side} word vectors"), cfg, label=f"{side} ({lang}) text")
 
 
-def dictionary_pairs(ctx: TransferContext) -> tuple[list[tuple[str, str]], str]:
-    """Bilingual dictionary: the ``dictionary`` option (TSV path or ``freedict:eng-swh``) or induced from the parallel corpus."""
-    d = _dictionary(ctx)
+def dictionary_pairs(ctx: TransferContext, spec: str | None = None) -> tuple[list[tuple[str, str]], str]:
+    """Bilingual dictionary: ``spec`` (TSV path or ``freedict:eng-swh``) or induced from the parallel corpus."""
+    d = _dictionary(ctx, spec)
     return list(d.pairs), d.source
 
 
@@ -68,10 +94,9 @@ def dictionary_quality(ctx: TransferContext, d) -> dict:
     return out
 
 
-def _dictionary(ctx: TransferContext):
+def _dictionary(ctx: TransferContext, spec: str | None = None):
     from xlt.vocab import dictionary as dct
 
-    spec = ctx.options.get("dictionary")
     if spec and str(spec).startswith("freedict:"):
         d = dct.read_freedict(str(spec).split(":", 1)[1])
     elif spec:
@@ -196,36 +221,36 @@ def focus_mapping(source_tok, target_tok, token_vecs: WordVectors, exclude: froz
 
 
 # -- registered methods -----------------------------------------------------------------------------------
-@register_init("wechsel", "aligned fastText spaces (Procrustes on a dictionary), top-10 softmax(sim/0.1) source neighbours")
-def wechsel_init(ctx: TransferContext) -> TransferMapping:
-    src, tgt = word_vectors(ctx, "source"), word_vectors(ctx, "target")
-    d = _dictionary(ctx)
+@register_init("wechsel", "aligned fastText spaces (Procrustes on a dictionary), top-10 softmax(sim/0.1) source neighbours",
+               options=WechselOptions)
+def wechsel_init(ctx: TransferContext, o: WechselOptions) -> TransferMapping:
+    src, tgt = word_vectors(ctx, "source", o), word_vectors(ctx, "target", o)
+    d = _dictionary(ctx, o.dictionary)
     pairs, origin = list(d.pairs), d.source
     rotation, used = align_spaces(src, tgt, pairs)
-    faithful = bool(ctx.options.get("wechsel_faithful", False))
-    m = wechsel_mapping(ctx.source_tokenizer, ctx.target_tokenizer, src, tgt, rotation,
-                        k=int(ctx.options.get("wechsel_k", 10)), temperature=float(ctx.options.get("wechsel_temperature", 0.1)),
-                        copy_overlap=not faithful, exclude=held_out(ctx))
-    m.notes.update({"dictionary": origin, "dictionary_pairs": len(pairs), "alignment_pairs": used, "faithful": faithful})
-    if origin.startswith("induced") and "holdout" not in ctx.options:
+    m = wechsel_mapping(ctx.source_tokenizer, ctx.target_tokenizer, src, tgt, rotation, k=o.wechsel_k,
+                        temperature=o.wechsel_temperature, copy_overlap=not o.wechsel_faithful, exclude=held_out(ctx))
+    m.notes.update({"dictionary": origin, "dictionary_pairs": len(pairs), "alignment_pairs": used,
+                    "faithful": o.wechsel_faithful})
+    if origin.startswith("induced") and not ctx.holdout:
         m.notes["dictionary_quality"] = dictionary_quality(ctx, d)
     return m
 
 
-def token_vectors(ctx: TransferContext) -> WordVectors:
+def token_vectors(ctx: TransferContext, o: FocusOptions | None = None) -> WordVectors:
     """FOCUS's auxiliary space: fastText over target text tokenised with the target tokenizer."""
-    path = ctx.options.get("focus_vectors")
-    if path:
-        return load_word_vectors(path)
+    o = o or FocusOptions()
+    if o.focus_vectors:
+        return load_word_vectors(o.focus_vectors)
     tok = ctx.target_tokenizer
     texts = _texts(ctx, ctx.target_lang, "FOCUS")
     id2tok = tok.convert_ids_to_tokens(list(range(len(tok))))
     lines = [" ".join(id2tok[i] for i in ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-    cfg = FastTextConfig(dim=100, epoch=int(ctx.options.get("focus_epochs", 3)), min_count=int(ctx.options.get("focus_min_count", 10)),
-                         minn=3, maxn=6)
+    cfg = FastTextConfig(dim=100, epoch=o.focus_epochs, min_count=o.focus_min_count, minn=3, maxn=6)
     return train_fasttext(lines, cfg, label=f"target ({ctx.target_lang}) text for FOCUS", pretokenized=True)
 
 
-@register_init("focus", "overlap copied; new tokens = sparsemax mix of overlapping tokens by target token-level fastText similarity")
-def focus_init(ctx: TransferContext) -> TransferMapping:
-    return focus_mapping(ctx.source_tokenizer, ctx.target_tokenizer, token_vectors(ctx), held_out(ctx))
+@register_init("focus", "overlap copied; new tokens = sparsemax mix of overlapping tokens by target token-level fastText similarity",
+               options=FocusOptions)
+def focus_init(ctx: TransferContext, o: FocusOptions) -> TransferMapping:
+    return focus_mapping(ctx.source_tokenizer, ctx.target_tokenizer, token_vectors(ctx, o), held_out(ctx))

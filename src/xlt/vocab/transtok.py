@@ -11,19 +11,19 @@ pairs seen fewer than ``min_count`` times dropped). Precedence per target row:
 3. tokens with alignment evidence: the weighted mean (``alignment``);
 4. everything else: the ``overlap`` init's row (mean of source pieces ``pieces``, else ``mean``).
 
-Options (``ctx.options``): ``transtok_min_count`` (default 10, as in the reference implementation),
-``transtok_iterations`` (EM iterations, default 5), ``transtok_table`` (path of a ``fast_align``-style
-table ``src_token<TAB>tgt_token<TAB>...<TAB>count`` to use instead of aligning the corpus),
-``transtok_aligner`` (``ibm1``, the default, or ``fast_align`` to run a user's ``fast_align`` binary on the
-tokenised corpus; ``fast_align_bin`` gives its path, default ``fast_align`` on PATH).
+Options: :class:`TranstokOptions` (``xlt inits`` lists them).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from xlt.errors import XltError
+from xlt.options import option, positive
 from xlt.vocab.align import fast_align_links, ibm1_table, parse_translation_table, rows_from_counts
 from xlt.vocab.baselines import overlap_init
 from xlt.vocab.canon import special_token_ids
@@ -33,23 +33,34 @@ from xlt.vocab.registry import TransferContext, register_init
 DEFAULT_MIN_COUNT = 10
 DEFAULT_ITERATIONS = 5
 
+
+@dataclass
+class TranstokOptions:
+    transtok_min_count: float = option(DEFAULT_MIN_COUNT, "alignment links a (target, source) pair needs to count "
+                                                          "(the reference's 10)", check=positive)
+    transtok_iterations: int = option(DEFAULT_ITERATIONS, "IBM Model 1 EM iterations", check=positive)
+    transtok_table: str | None = option(None, "a fast_align-style table (source token, target token, ..., count) "
+                                              "to use instead of aligning the corpus")
+    transtok_aligner: Literal["ibm1", "fast_align"] = option("ibm1", "ibm1 (built in) or fast_align (a user's binary)")
+    fast_align_bin: str = option("fast_align", "the fast_align binary for transtok_aligner=fast_align (a path or a "
+                                               "name on PATH)")
+
 _PARALLEL_FIX = ("give a parallel corpus with both languages (e.g. --corpus bible), or a JSONL corpus whose records "
                  "share ids across the two languages; or choose an init that needs no parallel text (e.g. overlap)")
 
 
 @register_init("transtok", "trans-tokenization: new tokens = count-weighted mean of the source tokens they align to "
-                           "(IBM Model 1 on a parallel corpus); shared tokens copied, others FVT pieces")
-def transtok_init(ctx: TransferContext) -> TransferMapping:
+                           "(IBM Model 1 on a parallel corpus); shared tokens copied, others FVT pieces",
+               options=TranstokOptions)
+def transtok_init(ctx: TransferContext, o: TranstokOptions) -> TransferMapping:
     """Trans-tokenization: align target to source tokens on parallel text, mix source rows by link counts."""
     src, tgt = ctx.source_tokenizer, ctx.target_tokenizer
     n_s, n_t = len(src), len(tgt)
-    min_count = _number(ctx.options.get("transtok_min_count", DEFAULT_MIN_COUNT), "transtok_min_count")
-    iterations = int(_number(ctx.options.get("transtok_iterations", DEFAULT_ITERATIONS), "transtok_iterations"))
-    table = ctx.options.get("transtok_table")
-    if table:
-        counts, notes = _table_counts(str(table), src, tgt, n_s, n_t)
+    min_count = int(o.transtok_min_count) if float(o.transtok_min_count).is_integer() else o.transtok_min_count
+    if o.transtok_table:
+        counts, notes = _table_counts(o.transtok_table, src, tgt, n_s, n_t)
     else:
-        counts, notes = _corpus_counts(ctx, iterations, n_s, n_t)
+        counts, notes = _corpus_counts(ctx, o, n_s, n_t)
     # specials are mapped by string/role, never by alignment
     keep_t = np.ones(n_t)
     keep_t[[i for i in special_token_ids(tgt) if i < n_t]] = 0
@@ -68,17 +79,7 @@ def transtok_init(ctx: TransferContext) -> TransferMapping:
     return TransferMapping(sp.csr_matrix(weights), [str(e) for e in ev], "transtok", notes)
 
 
-def _number(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not v > 0:
-        raise XltError(f"option {name} must be a positive number, got {value!r}", f"set {name} to e.g. 10")
-    return int(v) if v == int(v) else v
-
-
-def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
+def _corpus_counts(ctx: TransferContext, o: TranstokOptions, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
     """Viterbi link counts (target × source) of IBM Model 1 on the corpus's aligned train segments."""
     if ctx.corpus is None:
         raise XltError("the transtok init needs a parallel corpus, but no corpus was given", _PARALLEL_FIX)
@@ -95,11 +96,9 @@ def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) ->
                        f"{ctx.source_lang} in the train split", _PARALLEL_FIX)
     tgt_ids = ctx.target_tokenizer([p[1] for p in pairs], add_special_tokens=False)["input_ids"]
     src_ids = ctx.source_tokenizer([p[2] for p in pairs], add_special_tokens=False)["input_ids"]
-    aligner = str(ctx.options.get("transtok_aligner", "ibm1"))
-    if aligner == "fast_align":
-        return _fast_align_counts(ctx, src_ids, tgt_ids, n_s, n_t)
-    if aligner != "ibm1":
-        raise XltError(f"unknown transtok_aligner {aligner!r}", "use ibm1 (built in) or fast_align")
+    if o.transtok_aligner == "fast_align":
+        return _fast_align_counts(ctx, o.fast_align_bin, src_ids, tgt_ids, n_s, n_t)
+    iterations = o.transtok_iterations
     result = ibm1_table(src_ids, tgt_ids, n_s, n_t, iterations=iterations)
     if result.sentence_pairs == 0:
         raise XltError(f"the transtok init found {len(pairs)} aligned segments between {ctx.target_lang} and "
@@ -109,8 +108,7 @@ def _corpus_counts(ctx: TransferContext, iterations: int, n_s: int, n_t: int) ->
     return result.links, notes
 
 
-def _fast_align_counts(ctx: TransferContext, src_ids, tgt_ids, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
-    binary = str(ctx.options.get("fast_align_bin", "fast_align"))
+def _fast_align_counts(ctx: TransferContext, binary: str, src_ids, tgt_ids, n_s: int, n_t: int) -> tuple[sp.csr_matrix, dict]:
     try:
         counts, n_pairs = fast_align_links(src_ids, tgt_ids, n_s, n_t, binary)
     except FileNotFoundError:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from xlt.adapt.methods import Method, register_method
+from xlt.adapt.methods.base import Method, register_adaptation
 
 
-@register_method("full")
+@register_adaptation("full")
 class Full(Method):
     description = "full fine-tuning of the whole model in stage 2 (the default)"

@@ -6,12 +6,14 @@ Saved as a PEFT adapter folder (``adapter_config.json``, ``adapter_model.safeten
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods import Method, fingerprint, register_method
+from xlt.adapt.methods.base import Method, fingerprint, register_adaptation
 from xlt.errors import XltError
+from xlt.options import non_negative, option, positive
 
 
 def linear_modules(model) -> dict[str, torch.nn.Module]:
@@ -59,22 +61,28 @@ def lora_config(model, r: int, alpha: float, dropout: float, target_modules, **k
                       init_lora_weights=True, **kw)
 
 
-@register_method("lora")
+@dataclass
+class LoraOptions:
+    r: int = option(8, "LoRA rank", check=positive)
+    alpha: float = option(16, "LoRA alpha (the update is scaled by alpha/r)", check=positive)
+    dropout: float = option(0.0, "dropout on the LoRA input", check=non_negative)
+    target_modules: str | list[str] = option("all-linear", "linear layers to adapt: all-linear or name suffixes")
+    adapter_name: str = option("default", "PEFT adapter name")
+    seed: int = option(0, "seed of A's random initialisation")
+
+
+@register_adaptation("lora", options=LoraOptions)
 class Lora(Method):
     description = "PEFT LoRA on the transformer's linear layers in stage 2 (embeddings trained in stage 1)"
-
-    @classmethod
-    def defaults(cls) -> dict:
-        return {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "adapter_name": "default", "seed": 0}
 
     def prepare(self, model):
         from peft import get_peft_model
 
-        o = self.options
-        cfg = lora_config(model, o["r"], o["alpha"], o["dropout"], o["target_modules"])
+        o = self.config
+        cfg = lora_config(model, o.r, o.alpha, o.dropout, o.target_modules)
         with torch.random.fork_rng(devices=[]):  # A's random init depends on the seed only, not on the caller's RNG
-            torch.manual_seed(o["seed"])
-            return get_peft_model(model, cfg, adapter_name=o["adapter_name"])
+            torch.manual_seed(o.seed)
+            return get_peft_model(model, cfg, adapter_name=o.adapter_name)
 
     def stage2_parameters(self, model):
         return [p for n, p in model.named_parameters() if "lora_" in n]
@@ -86,9 +94,9 @@ class Lora(Method):
     def load_weights(cls, model, folder: Path, meta: dict):
         from peft import PeftModel
 
-        name = meta["options"].get("adapter_name", "default")
+        name = cls.config_from(meta["options"]).adapter_name
         sub = folder if name == "default" else folder / name  # PEFT saves a named adapter in a subfolder
         return PeftModel.from_pretrained(model, str(sub), adapter_name=name)
 
 
-__all__ = ["Lora", "fingerprint", "linear_modules", "lora_config", "resolve_targets"]
+__all__ = ["Lora", "LoraOptions", "fingerprint", "linear_modules", "lora_config", "resolve_targets"]

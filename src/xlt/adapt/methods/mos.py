@@ -22,13 +22,15 @@ the materialised factors as a plain PEFT LoRA adapter.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from xlt.adapt.methods import Method, register_method
+from xlt.adapt.methods.base import Method, register_adaptation
 from xlt.errors import XltError
+from xlt.options import non_negative, option, positive
 
 
 class MoSLinear(nn.Module):
@@ -158,17 +160,27 @@ def mos_state(model) -> dict[str, torch.Tensor]:
             if n.startswith("mos_pools.") or any(s in n for s in (".scale_a", ".scale_b", ".priv_a", ".priv_b", ".idx_a", ".idx_b"))}
 
 
-@register_method("mos")
+@dataclass
+class MoSOptions:
+    r: int = option(8, "rank of each layer's assembled LoRA factors", check=positive)
+    alpha: float = option(16, "scale alpha (the update is scaled by alpha/r)", check=positive)
+    shards: int = option(2, "pieces each rank vector is cut into (vector sharding)", check=positive)
+    private: int = option(0, "rank vectors per layer that are the layer's own (shard privatisation)", check=non_negative)
+    pool_ratio: float = option(0.125, "pool size as a share of the pieces LoRA would need", check=positive)
+    dissociate: bool = option(True, "draw B's pool indices independently of A's (pair dissociation)")
+    share: bool = option(True, "share the pools across layers (false: one pool row per piece)")
+    target_modules: str | list[str] = option("all-linear", "linear layers to adapt: all-linear or name suffixes")
+    scale_mean: float = option(1.0, "mean of the per-(rank, piece) scales at the start")
+    scale_std: float = option(0.0, "std of the per-(rank, piece) scales at the start", check=non_negative)
+    seed: int = option(0, "seed of the pools and the index draws")
+
+
+@register_adaptation("mos", options=MoSOptions)
 class MoS(Method):
     description = "mixture of shards: LoRA factors built from shards of pools shared across layers (~8x fewer parameters)"
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {"r": 8, "alpha": 16, "shards": 2, "private": 0, "pool_ratio": 0.125, "dissociate": True, "share": True,
-                "target_modules": "all-linear", "scale_mean": 1.0, "scale_std": 0.0, "seed": 0}
-
     def prepare(self, model):
-        attach_mos(model, **self.options)
+        attach_mos(model, **asdict(self.config))
         return model
 
     def stage2_parameters(self, model):
@@ -183,7 +195,7 @@ class MoS(Method):
     def load_weights(cls, model, folder: Path, meta: dict):
         from safetensors.torch import load_file
 
-        attach_mos(model, **meta["options"])
+        attach_mos(model, **asdict(cls.config_from(meta["options"])))
         state = load_file(str(folder / "mos.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(mos_state(model)) - set(state):

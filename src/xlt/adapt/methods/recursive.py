@@ -19,27 +19,29 @@ rank reproduces the original exactly; the paper does not settle this in the mate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-from xlt.adapt.methods import Method, register_method
+from xlt import arch
+from xlt.adapt.methods.base import Method, register_adaptation
 from xlt.errors import XltError
+from xlt.options import non_negative, option, positive
 
 
 def _layer_list(model) -> nn.ModuleList:
-    base = getattr(model, "get_base_model", lambda: model)()
-    inner = getattr(base, "model", None)
-    if inner is None or not isinstance(getattr(inner, "layers", None), nn.ModuleList):
-        raise XltError(f"recursive conversion supports Llama-style models (model.layers); got {type(base).__name__}",
-                       "use a Llama-, Mistral- or Qwen-style causal LM such as SmolLM2")
-    return inner.layers
+    return arch.layer_list(model)
 
 
 def _shared_names(layer) -> list[str]:
-    """Parameter names of a layer that are shared across loops: the linear weights (norms stay per position)."""
-    return [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+    """Module names of a layer whose weights are shared across loops: the linear layers (``nn.Linear`` and GPT-2's
+    ``Conv1D``; norms and fused MoE expert tensors stay per position)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return [n for n, m in layer.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
 
 
 def _average(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -85,20 +87,25 @@ def to_recursive(model, K: int, init: str = "average", r: int = 8, alpha: float 
     from peft import LoraConfig, get_peft_model
 
     alpha = alpha or r
-    targets = [f"model.layers.{l}.{n}" for l in range(L) for n in lin_names]
+    prefix = arch.of(model).layer_prefix
+    targets = [f"{prefix}{l}.{n}" for l in range(L) for n in lin_names]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, bias="none"))
+        pm = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, bias="none",
+                                              fan_in_fan_out=arch.of(model).family == "gpt2"))
     s = alpha / r
     with torch.no_grad():
         for l in range(L):
             for n in lin_names:
-                layer = pm.base_model.model.get_submodule(f"model.layers.{l}.{n}")
+                layer = pm.base_model.model.get_submodule(f"{prefix}{l}.{n}")
                 R = (orig[l][n].double() - shared[l % K][n].detach().double())
+                if getattr(layer, "fan_in_fan_out", False):  # GPT-2's Conv1D stores (in, out): ΔWᵀ = B A
+                    R = R.T
                 U, S, Vh = torch.linalg.svd(R, full_matrices=False)
                 root = S[:r].sqrt()
-                layer.lora_B["default"].weight.copy_((U[:, :r] * root / s ** 0.5).to(R.dtype))
-                layer.lora_A["default"].weight.copy_((root[:, None] * Vh[:r] / s ** 0.5).to(R.dtype))
+                dt = orig[l][n].dtype
+                layer.lora_B["default"].weight.copy_((U[:, :r] * root / s ** 0.5).to(dt))
+                layer.lora_A["default"].weight.copy_((root[:, None] * Vh[:r] / s ** 0.5).to(dt))
     return pm
 
 
@@ -115,28 +122,30 @@ def shared_parameters(model) -> list[nn.Parameter]:
 
 
 def _emb(model):
-    from xlt.adapt.train import embedding_parameters
-
-    return embedding_parameters(getattr(model, "get_base_model", lambda: model)())
+    return arch.embedding_parameters(model)
 
 
 def unique_parameters(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-@register_method("recursive")
+@dataclass
+class RecursiveOptions:
+    K: int | None = option(None, "shared layers (a divisor of the depth) [default: half the layers]", check=positive)
+    init: Literal["average", "stepwise", "lower"] = option("average", "how the shared block starts")
+    r: int = option(8, "rank of each depth position's LoRA (0: the pure recursive model)", check=non_negative)
+    alpha: float | None = option(None, "LoRA alpha [default: r]", check=positive)
+    seed: int = option(0, "seed of the LoRA wrapper")
+
+
+@register_adaptation("recursive", options=RecursiveOptions)
 class Recursive(Method):
     description = "relaxed recursive transformer: K shared layers looped L/K times + per-position SVD-initialised LoRA"
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {"K": None, "init": "average", "r": 8, "alpha": None, "seed": 0}
-
     def prepare(self, model):
-        o = self.options
-        K = o["K"] or max(1, len(_layer_list(model)) // 2)
-        self.options["K"] = K
-        return to_recursive(model, K, o["init"], o["r"], o["alpha"], o["seed"])
+        o = self.config
+        o.K = o.K or max(1, len(_layer_list(model)) // 2)
+        return to_recursive(model, o.K, o.init, o.r, o.alpha, o.seed)
 
     def stage2_parameters(self, model):
         return shared_parameters(model)
@@ -151,8 +160,8 @@ class Recursive(Method):
     def load_weights(cls, model, folder: Path, meta: dict):
         from safetensors.torch import load_model
 
-        o = meta["options"]
-        model = to_recursive(model, o["K"], o["init"], o["r"], o["alpha"], o["seed"])
+        o = cls.config_from(meta["options"])
+        model = to_recursive(model, o.K, o.init, o.r, o.alpha, o.seed)
         load_model(model, str(folder / "recursive.safetensors"))
         return model
 

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods import Method, body_parameters, register_method
+from xlt.adapt.methods.base import Method, body_parameters, register_adaptation
 from xlt.errors import XltError
+from xlt.options import option, positive
 
 
 def _canon(name: str) -> str:
@@ -259,27 +260,33 @@ class _Offset:
         return self.blocks.batch(step + self.offset, *a, **kw)
 
 
-@register_method("sft")
+@dataclass
+class SparseOptions:
+    density: float = option(0.01, "share of the body's entries kept in the sparse delta (ignored when k is given)")
+    k: int | None = option(None, "exact number of entries kept [default: density × body entries]", check=positive)
+    full_share: float = option(0.5, "share of the stage-2 steps spent in the full phase (the rest: sparse phase)")
+
+    def __post_init__(self):
+        if self.k is None and not 0 < self.density <= 1:
+            raise XltError(f"density {self.density} is not in (0, 1]",
+                           "pass -M density=0.01 (a share of the body's entries) or -M k=N")
+        if not 0 < self.full_share < 1:
+            raise XltError(f"full_share {self.full_share} is not in (0, 1)",
+                           "give the share of stage 2 spent on the full phase, e.g. 0.5")
+
+
+@register_adaptation("sft", options=SparseOptions)
 class SparseFineTuning(Method):
     description = "LT-SFT: full phase, keep the top-k moved body entries, rewind, retrain only those; a sparse delta"
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {"density": 0.01, "k": None, "full_share": 0.5}
-
-    def __init__(self, **options):
-        super().__init__(**options)
+    def __init__(self, config=None):
+        super().__init__(config)
         self.delta: SparseDelta | None = None
-        d = self.options["density"]
-        if self.options["k"] is None and not 0 < d <= 1:
-            raise XltError(f"density {d} is not in (0, 1]", "pass -M density=0.01 (a share of the body's entries) or -M k=N")
-        if not 0 < self.options["full_share"] < 1:
-            raise XltError(f"full_share {self.options['full_share']} is not in (0, 1)",
-                           "give the share of stage 2 spent on the full phase, e.g. 0.5")
 
     def k_for(self, model) -> int:
         n = sum(p.numel() for p in body_parameters(model).values())
-        k = self.options["k"] if self.options["k"] is not None else max(1, int(round(self.options["density"] * n)))
+        o = self.config
+        k = o.k if o.k is not None else max(1, int(round(o.density * n)))
         if not 0 < k <= n:
             raise XltError(f"k = {k} is larger than the {n:,} entries of the model's body",
                            f"choose k between 1 and {n:,} (or a density between 0 and 1)")
@@ -304,7 +311,7 @@ class SparseFineTuning(Method):
         if n2 < 2:
             raise XltError(f"sft needs at least 2 stage-2 steps (a full and a sparse phase); got {n2}",
                            "raise --steps or lower --stage1-steps")
-        nf = min(n2 - 1, max(1, int(round(n2 * self.options["full_share"]))))
+        nf = min(n2 - 1, max(1, int(round(n2 * self.config.full_share))))
         ns = n2 - nf
         work.mkdir(parents=True, exist_ok=True)
         history = {"train": [], "eval": []}

@@ -22,60 +22,39 @@ adapters and LoRA leave the model unchanged at the start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-from xlt.adapt.methods import Method, register_method
+from xlt import arch
+from xlt.adapt.adapters import Bottleneck, output_hook
+from xlt.adapt.methods.base import Method, register_adaptation
 from xlt.errors import XltError
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, d: int, size: int, scale: float):
-        super().__init__()
-        self.down, self.up, self.scale = nn.Linear(d, size), nn.Linear(size, d), scale
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x):
-        return self.scale * self.up(torch.relu(self.down(x)))
+from xlt.options import option, positive, with_defaults
 
 
 def _sublayers(model, where: str):
-    from xlt.adapt.compose import _layers
-
-    out = []
-    for layer in _layers(model):
-        sub = getattr(layer, "self_attn" if where == "attention" else "mlp", None)
-        if sub is None:
-            raise XltError(f"cannot find the {where} sublayer of {type(layer).__name__}", "use a Llama-style model")
-        out.append(sub)
-    return out
+    return [arch.attention(layer, model) if where == "attention" else arch.ffn(layer, model)
+            for layer in arch.layers(model)]
 
 
 def attach_adapters(model, where: str, form: str, size: int, scale: float, seed: int = 0) -> nn.ModuleList:
     """Bottleneck adapters on every layer's ``where`` sublayer, ``form`` sequential or parallel (hooks)."""
-    d = model.config.hidden_size
+    d = model.get_input_embeddings().weight.shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mods = nn.ModuleList(Bottleneck(d, size, scale) for _ in _sublayers(model, where))
     model.add_module("xlt_unified", mods)
 
     def hook(ad):
-        def f(module, args, kwargs, out):
-            h = out[0] if isinstance(out, tuple) else out
-            x = h if form == "sequential" else (args[0] if args else kwargs["hidden_states"])
-            h = h + ad(x)
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-        return f
+        return output_hook(lambda h, x: h + ad(h if form == "sequential" else x))
 
     for sub, ad in zip(_sublayers(model, where), mods):
         sub.register_forward_hook(hook(ad), with_kwargs=True)
     return mods
-
-
-LORA_TARGETS = {"attention": ["q_proj", "v_proj"], "ffn": ["up_proj", "down_proj"]}
 
 
 def init_prefix_from_tokens(peft_model, ids: torch.Tensor) -> None:
@@ -101,75 +80,72 @@ def init_prefix_from_tokens(peft_model, ids: torch.Tensor) -> None:
         weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(weight.dtype))
 
 
-@register_method("unified")
+@dataclass
+class UnifiedOptions:
+    function: Literal["adapter", "lora", "prefix"] = option("adapter", "the modification: a bottleneck adapter, "
+                                                                      "LoRA on the weights, or prefix tuning")
+    where: Literal["attention", "ffn"] = option("ffn", "the sublayer it modifies")
+    form: Literal["sequential", "parallel"] = option("parallel", "Δh from the sublayer's output (sequential) or "
+                                                                 "input (parallel); LoRA and prefix are parallel")
+    size: int = option(16, "bottleneck width, LoRA rank or number of prefix vectors", check=positive)
+    scale: float = option(1.0, "s in h + s·Δh (for LoRA: alpha = s·size)")
+    seed: int = option(0, "seed of the new modules' initialisation")
+    prefix_init: Literal["tokens", "random"] = option("tokens", "prefix vectors start as the keys/values of the first "
+                                                                "training tokens (tokens) or PEFT's N(0, 1) (random)")
+
+    def __post_init__(self):
+        if self.function in ("lora", "prefix") and self.form != "parallel":
+            raise XltError(f"{self.function} is a parallel modification; form=sequential does not exist for it",
+                           "use form=parallel, or function=adapter for a sequential one")
+        if self.function == "prefix" and self.where != "attention":
+            raise XltError("prefix tuning modifies attention only", "use where=attention")
+
+
+@register_adaptation("unified", options=UnifiedOptions)
 class Unified(Method):
     description = "unified view (He et al. 2022): function adapter|lora|prefix, where attention|ffn, form sequential|parallel"
 
-    @classmethod
-    def defaults(cls) -> dict:
-        return {"function": "adapter", "where": "ffn", "form": "parallel", "size": 16, "scale": 1.0, "seed": 0,
-                "prefix_init": "tokens"}
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        o = self.options
-        if o["function"] not in ("adapter", "lora", "prefix"):
-            raise XltError(f"unknown function {o['function']!r}", "choose adapter, lora or prefix")
-        if o["where"] not in ("attention", "ffn") or o["form"] not in ("sequential", "parallel"):
-            raise XltError(f"where={o['where']!r}, form={o['form']!r}", "where: attention|ffn; form: sequential|parallel")
-        if o["function"] in ("lora", "prefix") and o["form"] != "parallel":
-            raise XltError(f"{o['function']} is a parallel modification; form=sequential does not exist for it",
-                           "use form=parallel, or function=adapter for a sequential one")
-        if o["function"] == "prefix" and o["where"] != "attention":
-            raise XltError("prefix tuning modifies attention only", "use where=attention")
-        if int(o["size"]) < 1:
-            raise XltError(f"size {o['size']}", "give a positive bottleneck width, rank or prefix length")
-        if o["prefix_init"] not in ("tokens", "random"):
-            raise XltError(f"unknown prefix_init {o['prefix_init']!r}",
-                           "choose tokens (keys/values of the first training tokens) or random (PEFT's N(0, 1))")
-
     def prepare(self, model):
-        o = self.options
-        if o["function"] == "adapter":
-            attach_adapters(model, o["where"], o["form"], int(o["size"]), float(o["scale"]), o["seed"])
+        o = self.config
+        if o.function == "adapter":
+            attach_adapters(model, o.where, o.form, o.size, o.scale, o.seed)
             return model
         from peft import get_peft_model
 
-        if o["function"] == "lora":
+        if o.function == "lora":
             from xlt.adapt.methods.lora import lora_config
 
-            cfg = lora_config(model, int(o["size"]), float(o["scale"]) * int(o["size"]), 0.0, LORA_TARGETS[o["where"]])
+            cfg = lora_config(model, o.size, o.scale * o.size, 0.0, arch.lora_targets(model, o.where))
         else:
             from peft import PrefixTuningConfig
 
-            cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=int(o["size"]))
+            cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=o.size)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(o["seed"])
+            torch.manual_seed(o.seed)
             return get_peft_model(model, cfg)
 
     def train(self, model, blocks, cfg, work, evaluate, show_progress, label, interrupt_at):
-        o = self.options
-        if o["function"] == "prefix" and o["prefix_init"] == "tokens":  # before stage 1 (a resume overwrites it)
-            size = int(o["size"])
+        o = self.config
+        if o.function == "prefix" and o.prefix_init == "tokens":  # before stage 1 (a resume overwrites it)
             ids = blocks.sample(0)
-            if len(ids) < size:
-                raise XltError(f"{size} prefix vectors need {size} tokens of a training sequence of {len(ids)}",
+            if len(ids) < o.size:
+                raise XltError(f"{o.size} prefix vectors need {o.size} tokens of a training sequence of {len(ids)}",
                                "use a longer --seq-len or a smaller -M size")
-            init_prefix_from_tokens(model, ids[:size])
+            init_prefix_from_tokens(model, ids[:o.size])
         return super().train(model, blocks, cfg, work, evaluate, show_progress, label, interrupt_at)
 
     def stage2_parameters(self, model):
-        o = self.options
-        if o["function"] == "adapter":
+        o = self.config
+        if o.function == "adapter":
             return list(model.xlt_unified.parameters())
-        if o["function"] == "lora":
+        if o.function == "lora":
             return [p for n, p in model.named_parameters() if "lora_" in n]
         return list(model.prompt_encoder.parameters())
 
     def save_weights(self, model, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        if self.options["function"] == "adapter":
+        if self.config.function == "adapter":
             save_file({k: v.detach().contiguous() for k, v in model.xlt_unified.state_dict().items()},
                       str(folder / "unified.safetensors"))
         else:
@@ -177,11 +153,11 @@ class Unified(Method):
 
     @classmethod
     def load_weights(cls, model, folder: Path, meta: dict):
-        o = meta["options"]
-        if o["function"] == "adapter":
+        o = cls.config_from(meta["options"])
+        if o.function == "adapter":
             from safetensors.torch import load_file
 
-            mods = attach_adapters(model, o["where"], o["form"], int(o["size"]), float(o["scale"]), o["seed"])
+            mods = attach_adapters(model, o.where, o.form, o.size, o.scale, o.seed)
             mods.load_state_dict(load_file(str(folder / "unified.safetensors")))
             return model
         from peft import PeftModel
@@ -191,10 +167,9 @@ class Unified(Method):
 
 def _preset(name: str, **fixed):
     cls = type(f"Unified_{name.replace('-', '_')}", (Unified,), {
-        "description": f"unified view preset: {', '.join(f'{k}={v}' for k, v in fixed.items())}",
-        "defaults": classmethod(lambda c: {**Unified.defaults(), **fixed}),
-    })
-    register_method(name)(cls)
+        "description": f"unified view preset: {', '.join(f'{k}={v}' for k, v in fixed.items())}"})
+    register_adaptation(name, options=with_defaults(UnifiedOptions, f"UnifiedOptions_{name.replace('-', '_')}",
+                                                    **fixed))(cls)
 
 
 # the comparison grid of He et al. (Table/Figure of the design dimensions), at one size each

@@ -1,0 +1,242 @@
+"""Second-stage adaptation methods for ``xlt adapt --method``: one name, one small class, one options dataclass.
+
+A method decides what stage 2 trains (``full``: the whole model; ``lora``: PEFT LoRA; ``sft``: a sparse
+delta, ...), how it trains (most use one :class:`~xlt.adapt.train.Trainer`; LT-SFT runs phases) and how the
+result is saved as a folder that loads back exactly (:func:`load_adapted`). Stage 1 (embeddings only) is
+the same for every method. Register a method with ``@register_adaptation("name", options=MyOptions)``
+(``MyOptions``: a dataclass of :func:`xlt.options.option` fields; ``-M KEY=VALUE`` is built into it and checked);
+third-party packages add methods through the ``xlt.adaptations`` entry-point group.
+
+Parameter-efficient folders do not copy the base model: they hold the method's weights, the new
+embeddings (``embeddings.safetensors``) and ``xlt_method.json`` with the base model's folder and a
+fingerprint of its weights; loading on another base raises. Such a method writes and reads only its own
+weights (it defines the hooks ``save_weights`` and ``load_weights``, see :attr:`Method.whole_model`); :meth:`Method.save` and
+:meth:`Method.load` do the rest, the same way for every method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from xlt import arch
+from xlt.errors import XltError
+from xlt.options import NoOptions, as_dict
+from xlt.registry import Registry
+
+ADAPTATIONS: Registry[type] = Registry("adaptation method", "xlt.adaptations", builtins=(
+    "xlt.adapt.methods.full", "xlt.adapt.methods.lora", "xlt.adapt.methods.sparse", "xlt.adapt.methods.mos",
+    "xlt.adapt.methods.recursive", "xlt.adapt.methods.unified"))
+META = "xlt_method.json"
+EMBEDDINGS = "embeddings.safetensors"
+
+
+def register_adaptation(name: str, options: type | None = None, description: str | None = None):
+    """Register a :class:`Method` subclass as ``name`` with its options dataclass (default: the class's own)."""
+    def deco(cls):
+        cls.name = name
+        if options is not None:
+            cls.options = options
+        if description is not None:
+            cls.description = description
+        return ADAPTATIONS.add(name, cls)
+
+    return deco
+
+
+def available_methods() -> dict[str, type]:
+    return ADAPTATIONS.all()
+
+
+def get_method(name: str, options: dict | None = None):
+    """An instance of method ``name`` configured with ``options`` (unknown keys and wrong types raise)."""
+    return ADAPTATIONS.get(name)(ADAPTATIONS.options(name, options))
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    return ADAPTATIONS.parse(spec, "methods")
+
+
+class Method:
+    """Base class. ``full`` semantics unless overridden: stage 2 trains every parameter.
+
+    ``options`` (class attribute) is the method's options dataclass; an instance holds its built options in
+    ``config`` (as peft's models hold their ``LoraConfig``)."""
+
+    name = "base"
+    description = ""
+    options: type = NoOptions
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.options()
+
+    @classmethod
+    def config_from(cls, values: dict | None):
+        """Options from a saved ``xlt_method.json`` (or any dict), checked like ``-M`` options."""
+        from xlt.options import build
+
+        return build(cls.options, values, f"adaptation method {cls.name}")
+
+    # -- hooks used by the Trainer -------------------------------------------------------------
+    def prepare(self, model):
+        """Attach the method's modules before training (outputs must not change). Returns the model to train."""
+        return model
+
+    def stage2_parameters(self, model) -> list[torch.nn.Parameter] | None:
+        """Parameters trained in stage 2 (None: all of them)."""
+        return None
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, model, blocks, cfg, work: Path, evaluate: Callable, show_progress: bool, label: str,
+              interrupt_at: int | None):
+        """Train stage 1 + stage 2; returns ``(model, history)``."""
+        from xlt.adapt.train import Trainer
+
+        trainer = Trainer(model, blocks, cfg, work / "checkpoints", eval_fn=evaluate, show_progress=show_progress,
+                          label=label, method=None if type(self).stage2_parameters is Method.stage2_parameters else self)
+        history = trainer.train(interrupt_at=interrupt_at)
+        return trainer.accelerator.unwrap_model(trainer.model), history
+
+    def trainable_parameters(self, model) -> int:
+        ps = self.stage2_parameters(model)
+        return sum(p.numel() for p in (ps if ps is not None else model.parameters()))
+
+    # -- folders -------------------------------------------------------------------------------
+    #: True: the folder holds the whole model (a plain HF folder, ``full``). False, for every method that defines
+    #: both hooks ``save_weights(self, model, folder) -> dict | None`` (writes its own weights, returns extra
+    #: ``xlt_method.json`` entries) and the classmethod ``load_weights(cls, model, folder, meta)`` (puts them onto
+    #: the base with the saved embeddings, returns the model to use): the folder then holds only what the method
+    #: trained, the new embeddings and ``xlt_method.json`` naming the base model. Set for each subclass from the
+    #: hooks it defines.
+    whole_model = True
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        hooks = ("save_weights", "load_weights")
+        own = [h for h in hooks if hasattr(cls, h)]
+        if len(own) == 1:
+            missing = (set(hooks) - set(own)).pop()
+            raise TypeError(f"adaptation method {cls.__name__} implements {own[0]} but not {missing}: implement both "
+                            "(its own weights on a base model) or neither (a whole-model folder)")
+        cls.whole_model = not own
+
+    def save(self, model, folder: Path, base_folder: str | None, fingerprint: str | None) -> None:
+        """Write ``model`` to ``folder`` so that :func:`load_adapted` gives the same logits. Methods that keep no copy
+        of the base implement ``save_weights`` only; the embeddings and the metadata are written here."""
+        folder = Path(folder)
+        if self.whole_model:
+            model.save_pretrained(folder)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        extra = self.save_weights(model, folder) or {}
+        save_embeddings(model, folder / EMBEDDINGS)
+        write_meta(folder, self.name, base_folder, fingerprint, as_dict(self.config), **extra)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, base=None):
+        """What :meth:`save` wrote: the whole model, or the base model (checked against the fingerprint) with the
+        saved embeddings, on which ``load_weights`` puts the method's weights back."""
+        folder = Path(folder)
+        if cls.whole_model:
+            from xlt.models import load_model
+
+            return load_model(folder)
+        model = load_base(meta, folder, base)
+        load_embeddings(model, folder / EMBEDDINGS)
+        return cls.load_weights(model, folder, meta).eval()
+
+
+# -- base-model fingerprints and embeddings ---------------------------------------------------------
+def body_parameters(model) -> dict[str, torch.Tensor]:
+    """Every tensor of the model except the input/output embeddings (which vocabulary transfer replaces)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    emb = {id(p) for p in arch.embedding_parameters(base)}
+    return {n: p for n, p in base.named_parameters() if id(p) not in emb}
+
+
+def fingerprint(model) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of the body tensors (embeddings excluded)."""
+    h = hashlib.sha256()
+    for n, p in sorted(body_parameters(model).items()):
+        t = p.detach().cpu().contiguous()
+        h.update(f"{n}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_embeddings(model, path: Path) -> None:
+    """The input embedding matrix (and an untied head) by parameter name; the metadata names the input one."""
+    from safetensors.torch import save_file
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    emb = arch.embedding_parameters(base)
+    names = {id(p): n for n, p in base.named_parameters()}
+    save_file({names[id(p)]: p.detach().cpu().contiguous() for p in emb}, str(path),
+              metadata={"tied": str(arch.is_tied(base)), "input": names[id(emb[0])]})
+
+
+def load_embeddings(model, path: Path) -> None:
+    """Resize ``model`` to the saved vocabulary (:func:`xlt.arch.resize_vocabulary`) and copy the saved rows in."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata() or {}
+    base = getattr(model, "get_base_model", lambda: model)()
+    names = {id(p): n for n, p in base.named_parameters()}
+    emb_name = meta.get("input") or names[id(base.get_input_embeddings().weight)]
+    if emb_name not in tensors:
+        raise XltError(f"{path} holds no input embeddings ({emb_name})", "give an embeddings file written by xlt")
+    vocab = tensors[emb_name].shape[0]
+    if base.get_input_embeddings().weight.shape[0] != vocab:
+        arch.resize_vocabulary(base, vocab)
+    params = dict(base.named_parameters())
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if n not in params:
+                raise XltError(f"{path} holds {n}, which the base model does not have", "load it on the base it was trained on")
+            params[n].copy_(t)
+
+
+def write_meta(folder: Path, method: str, base_folder: str | None, fp: str | None, options: dict, **extra) -> None:
+    from xlt.util import write_json_atomic
+
+    write_json_atomic(folder / META, {"method": method, "base_model": base_folder, "base_fingerprint": fp,
+                                      "options": options, **extra})
+
+
+def load_base(meta: dict, folder: Path, base=None):
+    """The base model named in ``meta`` (or ``base``: a folder or a model), checked against the fingerprint."""
+    from xlt.models import load_model
+
+    if base is None:
+        if not meta.get("base_model"):
+            raise XltError(f"{folder} does not say which base model it adapts", "pass base=<the source model folder>")
+        base = meta["base_model"]
+    model = load_model(base) if isinstance(base, (str, Path)) else base
+    fp = fingerprint(model)
+    if meta.get("base_fingerprint") and fp != meta["base_fingerprint"]:
+        raise XltError(f"{folder} was trained on a base model whose weights hash to {meta['base_fingerprint'][:12]}…, "
+                       f"but the given base hashes to {fp[:12]}…",
+                       "load it on the exact base model it was trained on (the source model of the xlt adapt run)")
+    return model
+
+
+def load_adapted(folder: str | Path, base=None):
+    """Load what :meth:`Method.save` wrote: a plain HF folder (``full``) or a method folder on its base model."""
+    folder = Path(folder)
+    meta_path = folder / META
+    if not meta_path.is_file():
+        from xlt.models import load_model
+
+        return load_model(folder)
+    meta = json.loads(meta_path.read_text())
+    cls = available_methods().get(meta["method"])
+    if cls is None:
+        raise XltError(f"{folder} was saved by method {meta['method']!r}, which is not installed",
+                       f"installed methods: {', '.join(sorted(available_methods()))}")
+    return cls.load(folder, meta, base)
