@@ -88,3 +88,42 @@ def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
             if limit is not None and read >= limit:
                 break
     return h.hexdigest()
+
+
+def machine_info(packages: tuple[str, ...] = ("torch", "transformers", "tokenizers", "peft", "accelerate",
+                                              "safetensors", "numpy", "fasttext-wheel", "mergekit", "wechsel",
+                                              "deepfocus")) -> dict:
+    """What a benchmark ran on: CPU model, cores, memory, OS, Python and package versions (for committed results)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and cpu in ("", platform.machine(), platform.processor()):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = [f for f in line.split(":", 1)[1].split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")]
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem = round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    versions = {}
+    for p in packages:
+        try:
+            versions[p] = version(p)
+        except PackageNotFoundError:
+            pass
+    import xlt
+
+    return {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else None, "memory_gib": mem, "os": platform.platform(),
+            "python": platform.python_version(), "xlt": xlt.__version__, "versions": versions}

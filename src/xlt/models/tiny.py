@@ -1,26 +1,51 @@
-"""Tiny random causal LMs for tests: Llama- and GPT-2-style, tied or untied embeddings."""
+"""Tiny random models of every family xlt supports, for tests: tied or untied embeddings, deterministic per seed.
+
+Causal LMs: ``llama``, ``gemma3``, ``qwen2``, ``gpt2``, ``mixtral`` and ``olmoe`` (mixtures of experts); and ``bert``
+(a masked LM, for the merge engine and analysis). :data:`CAUSAL_FAMILIES` lists the causal ones.
+"""
 
 from __future__ import annotations
+
+CAUSAL_FAMILIES = ("llama", "gemma3", "qwen2", "gpt2", "mixtral", "olmoe")
+FAMILIES = CAUSAL_FAMILIES + ("bert",)
 
 
 def tiny_model(arch: str = "llama", vocab_size: int = 256, hidden: int = 64, layers: int = 2, heads: int = 4,
                tied: bool = True, seed: int = 0, max_positions: int = 512, **special_ids):
-    """A randomly initialised ``*ForCausalLM`` with the given shape (deterministic for ``seed``)."""
+    """A randomly initialised model of family ``arch`` with the given shape (deterministic for ``seed``)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    import transformers as T
 
     torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                  num_attention_heads=heads, max_position_embeddings=max_positions, tie_word_embeddings=tied,
+                  **special_ids)
+    kv = max(1, heads // 2)
     if arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
-                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                          max_position_embeddings=max_positions, tie_word_embeddings=tied, **special_ids)
-        model = LlamaForCausalLM(cfg)
+        model = T.LlamaForCausalLM(T.LlamaConfig(num_key_value_heads=heads, **common))
+    elif arch == "gemma3":
+        model = T.Gemma3ForCausalLM(T.Gemma3TextConfig(num_key_value_heads=kv, head_dim=hidden // heads,
+                                                       sliding_window=16, query_pre_attn_scalar=hidden // heads,
+                                                       **common))
+    elif arch == "qwen2":
+        model = T.Qwen2ForCausalLM(T.Qwen2Config(num_key_value_heads=kv, **common))
+    elif arch == "mixtral":
+        model = T.MixtralForCausalLM(T.MixtralConfig(num_key_value_heads=kv, num_local_experts=4,
+                                                     num_experts_per_tok=2, **common))
+    elif arch == "olmoe":
+        model = T.OlmoeForCausalLM(T.OlmoeConfig(num_key_value_heads=kv, num_experts=4, num_experts_per_tok=2,
+                                                 **common))
     elif arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads,
-                         n_positions=max_positions, tie_word_embeddings=tied, **special_ids)
-        model = GPT2LMHeadModel(cfg)
+        cfg = T.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads,
+                           n_positions=max_positions, tie_word_embeddings=tied, **special_ids)
+        model = T.GPT2LMHeadModel(cfg)
+    elif arch == "bert":
+        cfg = T.BertConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+                           num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=max_positions,
+                           tie_word_embeddings=tied, **special_ids)
+        model = T.BertForMaskedLM(cfg)
     else:
-        raise ValueError(f"unknown tiny architecture {arch!r} (llama, gpt2)")
+        raise ValueError(f"unknown tiny architecture {arch!r} ({', '.join(FAMILIES)})")
     if not tied:  # give the head its own values so tied/untied paths are distinguishable
         with torch.no_grad():
             model.get_output_embeddings().weight.normal_(0, 0.02)
