@@ -3,11 +3,13 @@
 Each method runs ``xlt adapt`` (same init, tokenizer, data, steps, batch and sequence length: the same token
 budget) in its own subprocess, so its peak resident memory (VmHWM) is its own. Reported per method:
 trainable parameters in stage 2, distinct model parameters, peak memory, training tokens/s (median over
-the stage-2 steps), dev and test bits/byte at the end. Writes ``<out>/peft.json`` and ``<out>/peft.md``.
+the stage-2 steps), dev and test bits/byte at the end. Writes ``--json`` (default ``bench/results/peft.json``:
+settings, machine, versions and every row; committed, so docs/peft.md's table can be re-checked) and prints the
+Markdown table; the run folders go to ``--work`` (a temporary folder unless given).
 
     .venv/bin/python bench/peft.py --steps 40 --stage1-steps 10           # CPU (needs `make data`)
     .venv/bin/python bench/peft.py --methods full,lora --device-note "H100, bf16"
-    .venv/bin/python bench/peft.py --render-only                           # peft.md again from peft.json
+    .venv/bin/python bench/peft.py --render-only                           # the table again from the JSON
 
 Notes: ``sft`` spends half of stage 2 on its full phase and half on the sparse phase (same total steps);
 its tokens/s mixes both. On CPU training runs in fp32; on a GPU the Trainer uses bf16 autocast.
@@ -50,7 +52,7 @@ def child(a) -> None:
     from xlt.adapt import run
 
     t0 = time.time()
-    res = run(source=a.source, target=a.target, corpus=a.corpus, init=a.init, out=Path(a.out) / a.method, steps=a.steps,
+    res = run(source=a.source, target=a.target, corpus=a.corpus, init=a.init, out=Path(a.work) / a.method, steps=a.steps,
               stage1_steps=a.stage1_steps, vocab_size=a.vocab_size, batch_size=a.batch_size, seq_len=a.seq_len,
               eval_every=a.steps, eval_max_bytes=a.eval_max_bytes, samples=1, loo_tokens=0, method=a.method,
               method_options=json.loads(a.options or "{}"), overwrite=True, show_progress=False)
@@ -104,35 +106,40 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--eval-max-bytes", type=int, default=8000)
-    ap.add_argument("--out", default="runs/bench-peft")
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "peft.json"),
+                    help="where the results go [default: bench/results/peft.json]")
+    ap.add_argument("--work", default=None, help="folder for the run folders [default: a temporary folder]")
     ap.add_argument("--device-note", default=None, help="where it ran, for the table (default: CPU, threads)")
-    ap.add_argument("--render-only", action="store_true", help="rewrite <out>/peft.md from <out>/peft.json, measure nothing")
+    ap.add_argument("--render-only", action="store_true", help="print the table of --json again, measure nothing")
     ap.add_argument("--method", help=argparse.SUPPRESS)  # child mode
     a = ap.parse_args()
     if a.method:
         return child(a)
     if a.render_only:
-        data = json.loads((Path(a.out) / "peft.json").read_text())
-        md = render(data["settings"], data["device"], data["rows"])
-        (Path(a.out) / "peft.md").write_text(md)
-        return print(md)
+        data = json.loads(Path(a.json).read_text())
+        return print(render(data["settings"], data["device"], data["rows"]))
+    import tempfile
+
     import torch
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from xlt.util import machine_info
+
+    a.work = a.work or tempfile.mkdtemp(prefix="xlt-bench-peft-")
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     device = a.device_note or (f"GPU {torch.cuda.get_device_name()} (bf16 autocast)" if cuda
                                else f"CPU, {torch.get_num_threads()} threads, fp32")
     rows = []
-    settings = {k: v for k, v in vars(a).items() if k not in ("method", "methods", "render_only")}
-    prev = out / "peft.json"
+    settings = {k: v for k, v in vars(a).items() if k not in ("method", "methods", "render_only", "json", "work")}
+    prev = out
     if prev.is_file():  # keep rows of methods not rerun, when they were measured with the same settings
         old = json.loads(prev.read_text())
         if {k: v for k, v in old["settings"].items() if k != "methods"} == settings:
             rows = [r for r in old["rows"] if r["method"] not in a.methods.split(",") and "error" not in r]
     for m in a.methods.split(","):
         cmd = [sys.executable, __file__, "--method", m] + [x for k, v in vars(a).items() if k not in ("method", "methods", "device_note",
-                                                           "render_only") and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+                                                           "render_only", "json") and v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
         t = time.time()
         p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
@@ -142,10 +149,11 @@ def main() -> None:
             continue
         rows.append(json.loads(line[0][7:]))
         print(f"{m}: done in {time.time() - t:.0f}s", file=sys.stderr)
-    (out / "peft.json").write_text(json.dumps({"settings": settings, "device": device, "rows": rows}, indent=2))
-    md = render(settings, device, rows)
-    (out / "peft.md").write_text(md)
-    print(md)
+    out.write_text(json.dumps({"benchmark": "bench/peft.py", "command": " ".join(sys.argv), "settings": settings,
+                               "device": device, "machine": machine_info(),
+                               "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}, indent=2) + "\n")
+    print(render(settings, device, rows))
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
 3. At inference swap ``lang/en`` for ``lang/sw`` under the same task adapter, and build the exact
    composite ``task/x@sw`` (one adapter, for per-language serving).
 
-Runs on any causal LM folder (``--model``) and any text files; with no arguments it builds a tiny random
-Llama and two synthetic "languages" so it finishes in seconds on a CPU. The "task" here is a toy one
+Runs on any causal LM (``--model``: a local HF folder or a prepared name such as ``smollm2``, which
+``xlt models prepare smollm2`` converts once into the cache) and any text files; with no arguments it builds a
+tiny random Llama and two synthetic "languages" so it finishes in seconds on a CPU. The "task" here is a toy one
 (copying a pattern) so the numbers only show the mechanics; the calls are the ones a real run makes.
 
-    python examples/adapter_swap.py
-    python examples/adapter_swap.py --model ~/.cache/xlt/models/smollm2 --en en.txt --sw sw.txt --task task_en.txt
+    .venv/bin/python examples/adapter_swap.py
+    .venv/bin/python examples/adapter_swap.py --model smollm2 --en en.txt --sw sw.txt --task task_en.txt
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def loss(pm, tok, texts):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="causal LM folder [default: a tiny random Llama]")
+    ap.add_argument("--model", help="causal LM: a local HF folder or a prepared name (smollm2, gemma3) "
+                                    "[default: a tiny random Llama]")
     ap.add_argument("--en"), ap.add_argument("--sw"), ap.add_argument("--task")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--r", type=int, default=4)
@@ -71,9 +73,10 @@ def main() -> None:
     en, sw = read(a.en, 2), read(a.sw, 1)
     task = read(a.task, 4) if a.task else [t + " => " + t.split()[0] for t in synthetic(2, 300)]
     if a.model:
-        from xlt.models import load_model, load_tokenizer
+        from xlt.models import load_model, load_tokenizer, resolve_source
 
-        model, tok = load_model(a.model), load_tokenizer(a.model)
+        folder = resolve_source(a.model)
+        model, tok = load_model(folder), load_tokenizer(folder)
     else:
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast

@@ -265,3 +265,26 @@ def test_steps_to_reach_interpolates_between_evaluations():
     ev = [{"step": 0, "bits_per_byte": 5.0}, {"step": 10, "bits_per_byte": 3.0}, {"step": 20, "bits_per_byte": 2.0}]
     assert steps_to_reach(ev, 4.0) == 5.0 and steps_to_reach(ev, 2.5) == 15.0
     assert steps_to_reach(ev, 6.0) == 0.0 and steps_to_reach(ev, 1.0) is None
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, tiny_source_dir, parallel_jsonl):
+    f = tmp_path / "taken.txt"
+    f.write_text("not a run folder")
+    with pytest.raises(XltError, match="is a file, not a folder") as e:
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=f, **ARGS)
+    assert "folder" in e.value.fix and f.read_text() == "not a run folder"
+    with pytest.raises(XltError, match="is a file"):
+        run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=f / "sub", **ARGS)
+
+
+def test_settings_object_and_keywords_give_the_same_run_settings(tiny_source_dir, parallel_jsonl):
+    from xlt.adapt import AdaptSettings
+
+    s = AdaptSettings.create(source=str(tiny_source_dir), corpus=str(parallel_jsonl), target="swa", init="overlap",
+                             steps=9)
+    assert s.target == "swh" and s.train.stage1_steps == 3 and s.train.eval_every == 1
+    with pytest.raises(TypeError, match="either settings or keyword"):
+        run(s, "x", steps=3)
+    with pytest.raises(XltError, match=r"unknown option 'wechsel_kk'") as e:
+        AdaptSettings.create(init="overlap,wechsel", init_options={"wechsel_kk": 5})
+    assert "did you mean wechsel_k?" in e.value.fix

@@ -56,7 +56,7 @@ def model_hash(model) -> str:
         t = t.detach()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         if t.numel():
-            t = t.cpu().contiguous()
+            t = t.cpu().contiguous().reshape(-1)  # 1-d: a 0-d tensor (Gemma's embed_scale) has no byte view
             h.update(t.view(torch.uint8).numpy().data if t.dtype != torch.bool else t.numpy().tobytes())
     return h.hexdigest()[:SHORT]
 

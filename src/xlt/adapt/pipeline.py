@@ -288,6 +288,7 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     if main:
         tokenization = _tokenization(corp, tgt, src_lang, src_tok, tgt_tok)
         metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
+        metrics["source_model"] = describe_source(settings.source, src_folder)
         write_json_atomic(out / "metrics.json", metrics)
         from xlt.report import write_report
 
@@ -329,6 +330,16 @@ def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
 def run_name(init: str, method: str) -> str:
     """Folder and summary key of one (init, method) pair: the init's name for ``full``, ``<init>+<method>`` otherwise."""
     return init if method == "full" else f"{init}+{method}"
+
+
+def describe_source(name: str, folder: Path) -> dict:
+    """The source model as the report names it: for a prepared package model, what it really is (e.g. SmolLM2-135M-
+    Instruct de-quantised from a Q4_1 GGUF), from ``xlt_prepared.json``."""
+    info = {"name": str(name), "folder": str(Path(folder).resolve())}
+    prepared = Path(folder) / "xlt_prepared.json"
+    if prepared.is_file():
+        info["description"] = json.loads(prepared.read_text()).get("description", "")
+    return info
 
 
 def mapping_signature(mapping, ctx: RunContext) -> str:

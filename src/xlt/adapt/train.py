@@ -238,6 +238,11 @@ class Trainer:
         if ckpt is not None:
             self.load_checkpoint(ckpt)
         else:
+            # every generator a step may draw from (dropout, methods' own draws) starts from the seed, so two runs
+            # with one seed are the same run; a resume restores their saved states instead
+            from accelerate.utils import set_seed
+
+            set_seed(cfg.seed)
             self._setup_stage(self._stage_of(0))
             self._evaluate()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.label, disable=not self.show_progress or not acc.is_local_main_process,

@@ -25,7 +25,7 @@ def tiny_model(arch: str = "llama", vocab_size: int = 256, hidden: int = 64, lay
         model = T.LlamaForCausalLM(T.LlamaConfig(num_key_value_heads=heads, **common))
     elif arch == "gemma3":
         model = T.Gemma3ForCausalLM(T.Gemma3TextConfig(num_key_value_heads=kv, head_dim=hidden // heads,
-                                                       sliding_window=16, query_pre_attn_scalar=hidden // heads,
+                                                       sliding_window=32, query_pre_attn_scalar=hidden // heads,
                                                        **common))
     elif arch == "qwen2":
         model = T.Qwen2ForCausalLM(T.Qwen2Config(num_key_value_heads=kv, **common))

@@ -63,6 +63,8 @@ def render(metrics: dict) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>xlt adapt: {html.escape(s['source'])} → "
              f"{html.escape(lang['name'])}</title><style>{CSS}</style></head><body>",
              f"<h1>xlt adapt: {html.escape(src_name)} → {html.escape(lang['name'])} ({lang['code']})</h1>",
+             *([f"<p>Source model: {html.escape(metrics['source_model']['description'])}.</p>"]
+               if metrics.get("source_model", {}).get("description") else []),
              f"<p>{len(inits)} embedding initialisations compared on the same target tokenizer, data and training budget. "
              f"Wall time {metrics['wall_seconds'] / 60:.1f} min. xlt {metrics['xlt_version']}.</p>"]
 
@@ -171,6 +173,21 @@ def render(metrics: dict) -> str:
         parts.append(f"<h3>{html.escape(n)}</h3>")
         for smp in samples:
             parts.append(f"<pre><b>{html.escape(smp['prompt'])}</b>{html.escape(smp['continuation'])}</pre>")
+
+    parts.append("<h2>Provenance</h2>")
+    rows = [["source model, no transfer", "dev bits/byte", ref["dev"].get("signature", "")],
+            ["source model, no transfer", "test bits/byte", ref["test"].get("signature", "")]]
+    for n, r in inits.items():
+        last = r["history"]["eval"][-1] if r["history"]["eval"] else {}
+        rows += [[n, "embedding mapping", r["transfer"].get("signature", "")],
+                 [n, f"dev bits/byte at step {last.get('step', '')}", last.get("signature", "")],
+                 [n, "test bits/byte at end", r["test"].get("signature", "")]]
+    parts.append("<table><tr><th>model</th><th>number</th><th>signature</th></tr>" + "".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td style='text-align:left'><code>{html.escape(c)}</code>"
+        "</td></tr>" for a, b, c in rows) + "</table>")
+    if "signature" in defs:
+        parts.append(f"<p class='how'>{html.escape(defs['signature'])}. Every evaluation in metrics.json carries its "
+                     "own.</p>")
 
     parts.append("<h2>Settings</h2>")
     parts.append(f"<pre>{html.escape(json.dumps({'settings': s, 'corpus': metrics['corpus']}, indent=2, ensure_ascii=False))}</pre>")

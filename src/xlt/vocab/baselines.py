@@ -31,15 +31,25 @@ def special_map(source_tok, target_tok) -> dict[int, int]:
 
 
 def overlap_pairs(source_tok, target_tok, exclude: frozenset[int] | set[int] = frozenset()) -> dict[int, int]:
-    """Target id -> source id for non-special tokens with the same canonical byte form (first source id wins).
+    """Target id -> source id for non-special tokens with the same canonical byte form.
 
-    Target ids in ``exclude`` are treated as not overlapping (used to hold tokens out for evaluation)."""
+    When several source tokens share a form (SentencePiece's byte token ``<0x41>`` and the piece ``A``), the source
+    token with the target token's own string wins, else the first source id; so identical tokenizers map every token
+    to itself. Target ids in ``exclude`` are treated as not overlapping (used to hold tokens out for evaluation)."""
+    src_forms = canonical_vocab(source_tok)
     by_form: dict[bytes, int] = {}
-    for i, f in enumerate(canonical_vocab(source_tok)):
+    for i, f in enumerate(src_forms):
         if f is not None:
             by_form.setdefault(f, i)
-    return {t: by_form[f] for t, f in enumerate(canonical_vocab(target_tok))
-            if f is not None and f in by_form and t not in exclude}
+    src_vocab = source_tok.get_vocab()
+    tgt_strings = {i: s for s, i in target_tok.get_vocab().items()}
+    out = {}
+    for t, f in enumerate(canonical_vocab(target_tok)):
+        if f is None or f not in by_form or t in exclude:
+            continue
+        same = src_vocab.get(tgt_strings.get(t))
+        out[t] = same if same is not None and same < len(src_forms) and src_forms[same] == f else by_form[f]
+    return out
 
 
 def held_out(ctx: TransferContext) -> frozenset[int]:
@@ -70,7 +80,8 @@ def mean_init(ctx: TransferContext, options=None) -> TransferMapping:
     return _rows(ctx, "mean")
 
 
-@register_init("overlap", "shared tokens keep their source row; others the mean of their source-tokenizer pieces (FVT)")
+@register_init("overlap", "shared tokens keep their source row; others the mean of their source-tokenizer pieces (FVT)",
+               identity=True)
 def overlap_init(ctx: TransferContext, options=None) -> TransferMapping:
     """Fast vocabulary transfer: copy tokens present in both vocabularies (by canonical form); embed
     every other target token as the mean of the rows of the pieces the *source* tokenizer splits its

@@ -41,17 +41,25 @@ class InitMethod:
     fn: Callable
     description: str
     options: type = NoOptions
+    #: does an identical target tokenizer reproduce the source embeddings exactly? (a bool, or a function of the
+    #: built options; the contract tests hold every method to it)
+    identity: bool | Callable[[Any], bool] = False
+
+    def reproduces_identity(self, options) -> bool:
+        return self.identity(options) if callable(self.identity) else bool(self.identity)
 
 
 INITS: Registry[InitMethod] = Registry("init method", "xlt.inits", builtins=(
     "xlt.vocab.baselines", "xlt.vocab.similarity", "xlt.vocab.transtok"))
 
 
-def register_init(name: str, description: str = "", options: type | None = None):
-    """Register ``fn(ctx, options) -> TransferMapping`` as init ``name`` with its options dataclass."""
+def register_init(name: str, description: str = "", options: type | None = None,
+                  identity: bool | Callable[[Any], bool] = False):
+    """Register ``fn(ctx, options) -> TransferMapping`` as init ``name`` with its options dataclass; ``identity``
+    promises that an identical target tokenizer gives back the source embeddings exactly."""
     def deco(fn):
         INITS.add(name, InitMethod(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0],
-                                   options or NoOptions))
+                                   options or NoOptions, identity))
         return fn
 
     return deco

@@ -222,7 +222,7 @@ def focus_mapping(source_tok, target_tok, token_vecs: WordVectors, exclude: froz
 
 # -- registered methods -----------------------------------------------------------------------------------
 @register_init("wechsel", "aligned fastText spaces (Procrustes on a dictionary), top-10 softmax(sim/0.1) source neighbours",
-               options=WechselOptions)
+               options=WechselOptions, identity=lambda o: not o.wechsel_faithful)
 def wechsel_init(ctx: TransferContext, o: WechselOptions) -> TransferMapping:
     src, tgt = word_vectors(ctx, "source", o), word_vectors(ctx, "target", o)
     d = _dictionary(ctx, o.dictionary)
@@ -251,6 +251,6 @@ def token_vectors(ctx: TransferContext, o: FocusOptions | None = None) -> WordVe
 
 
 @register_init("focus", "overlap copied; new tokens = sparsemax mix of overlapping tokens by target token-level fastText similarity",
-               options=FocusOptions)
+               options=FocusOptions, identity=True)
 def focus_init(ctx: TransferContext, o: FocusOptions) -> TransferMapping:
     return focus_mapping(ctx.source_tokenizer, ctx.target_tokenizer, token_vectors(ctx, o), held_out(ctx))

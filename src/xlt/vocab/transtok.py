@@ -51,7 +51,7 @@ _PARALLEL_FIX = ("give a parallel corpus with both languages (e.g. --corpus bibl
 
 @register_init("transtok", "trans-tokenization: new tokens = count-weighted mean of the source tokens they align to "
                            "(IBM Model 1 on a parallel corpus); shared tokens copied, others FVT pieces",
-               options=TranstokOptions)
+               options=TranstokOptions, identity=True)
 def transtok_init(ctx: TransferContext, o: TranstokOptions) -> TransferMapping:
     """Trans-tokenization: align target to source tokens on parallel text, mix source rows by link counts."""
     src, tgt = ctx.source_tokenizer, ctx.target_tokenizer

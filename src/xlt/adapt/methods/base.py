@@ -83,8 +83,13 @@ class Method:
 
     # -- hooks used by the Trainer -------------------------------------------------------------
     def prepare(self, model):
-        """Attach the method's modules before training (outputs must not change). Returns the model to train."""
+        """Attach the method's modules before training. Returns the model to train. Unless
+        :meth:`preserves_outputs` says otherwise, the prepared model gives exactly the logits of ``model``."""
         return model
+
+    def preserves_outputs(self) -> bool:
+        """Does :meth:`prepare` leave the logits unchanged (bit for bit)? The contract tests hold a method to it."""
+        return True
 
     def stage2_parameters(self, model) -> list[torch.nn.Parameter] | None:
         """Parameters trained in stage 2 (None: all of them)."""

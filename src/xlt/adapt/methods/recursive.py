@@ -142,6 +142,9 @@ class RecursiveOptions:
 class Recursive(Method):
     description = "relaxed recursive transformer: K shared layers looped L/K times + per-position SVD-initialised LoRA"
 
+    def preserves_outputs(self) -> bool:
+        return False  # K < L shared layers and a truncated residual approximate the original model
+
     def prepare(self, model):
         o = self.config
         o.K = o.K or max(1, len(_layer_list(model)) // 2)

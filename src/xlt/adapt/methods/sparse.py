@@ -303,7 +303,7 @@ class SparseFineTuning(Method):
 
         from safetensors.torch import load_file, save_file
 
-        from xlt.adapt.train import Trainer
+        from xlt.adapt.train import Trainer, TrainingInterrupted
 
         k = self.k_for(model)
         s1 = cfg.stage1_steps
@@ -331,8 +331,13 @@ class SparseFineTuning(Method):
                 history["eval"].append({**e, "step": e["step"] + offset, "phase": tag})
             return t.accelerator.unwrap_model(t.model)
 
-        if s1:  # stage 1: embeddings only
+        def boundary(step):  # an interruption asked for exactly where a phase ends (the next phase resumes)
+            if interrupt_at is not None and interrupt_at == step < cfg.steps:
+                raise TrainingInterrupted(step, work)
+
+        if s1:  # stage 1: embeddings only (not checkpointed at its end: a resume repeats it, seeded, identically)
             model = phase("stage1", model, replace(cfg, steps=s1, stage1_steps=s1), 0)
+            boundary(s1)
         theta0 = {n: p.detach().clone() for n, p in _named_body(model).items()}
         emb0 = {n: p.detach().clone() for n, p in model.named_parameters() if _canon(n) not in theta0}
         mask_path = work / "mask.safetensors"
@@ -345,6 +350,7 @@ class SparseFineTuning(Method):
             indices = topk_indices(moved, k)
             save_file({n: i.contiguous() for n, i in indices.items()}, str(mask_path))
             (work / "mask.json").write_text(json.dumps({"history": history}))
+            boundary(s1 + nf)
         with torch.no_grad():  # rewind: body and embeddings as they were when stage 2 began
             for n, p in model.named_parameters():
                 p.copy_(theta0[_canon(n)] if _canon(n) in theta0 else emb0[n])

@@ -73,6 +73,11 @@ def init_prefix_from_tokens(peft_model, ids: torch.Tensor) -> None:
         if len(layers) != cfg.num_layers:
             raise XltError(f"the model returned {len(layers)} layers of keys/values for {cfg.num_layers} prefix layers",
                            "use prefix_init=random for this model")
+        kept = min(k.shape[-2] for k, _ in layers)
+        if kept < n:
+            raise XltError(f"the model keeps keys/values of only {kept} tokens in some layers (a sliding attention "
+                           f"window), fewer than the {n} prefix vectors",
+                           f"use -M size={kept} or fewer, or prefix_init=random")
         # PEFT's layout: (token, layer, key|value, head, head_dim), flattened per token
         kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])  # layer, 2, head, token, head_dim
         if kv.shape[2] != heads:
@@ -104,6 +109,9 @@ class UnifiedOptions:
 @register_adaptation("unified", options=UnifiedOptions)
 class Unified(Method):
     description = "unified view (He et al. 2022): function adapter|lora|prefix, where attention|ffn, form sequential|parallel"
+
+    def preserves_outputs(self) -> bool:
+        return self.config.function != "prefix"  # a prefix is read before the text: the logits change
 
     def prepare(self, model):
         o = self.config
