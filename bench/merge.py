@@ -1,9 +1,14 @@
 """Benchmark: `xlt merge` against `mergekit-yaml` on TinyLlama-1.1B-shaped checkpoints (random weights).
 
-    python bench/merge.py --mergekit /work/scratch/mkvenv/bin/mergekit-yaml [--work DIR] [--repeats 2]
+    python bench/merge.py [--mergekit PATH/mergekit-yaml] [--work DIR] [--repeats 2] [--out FILE.json]
+    python bench/merge.py --small        # tiny shapes: checks the script itself in a minute
 
-Workload (anchors-merging-peft.md §5.3): TIES (density 0.2, weight 1.0 ×3, normalize, λ = 1) of three
-"fine-tunes" onto a base, LlamaForCausalLM with TinyLlama-1.1B shapes (vocab 32,000, hidden 2,048,
+``--mergekit`` defaults to ``mergekit-yaml`` on PATH, else beside this Python (``pip install mergekit``, ideally
+in its own environment); without it only xlt runs. ``--work`` (generated checkpoints and outputs, about 12 GB at
+full size) defaults to a folder under the system's temporary directory. The full run needs 20+ minutes on two cores
+and should run on a quiet machine.
+
+Workload: TIES (density 0.2, weight 1.0 ×3, normalize, λ = 1) of three "fine-tunes" onto a base, LlamaForCausalLM with TinyLlama-1.1B shapes (vocab 32,000, hidden 2,048,
 intermediate 5,632, 22 layers, 32 heads, 4 KV heads, untied head; 1.100 B parameters), stored in bf16
 (2.2 GB per checkpoint, shards ≤ 1 GB), computed in float32, written in bf16, output shards of 1 GB
 for both tools. Generated once, deterministically, streaming: base ~ N(0, 0.02); expert_t = base +
@@ -19,7 +24,10 @@ order at threshold ties), each compared with mergekit's output (``--tie-break`` 
 layer swap (xlt
 ``layer_swap``, and mergekit's equivalent ``slices`` + ``linear``) and a LoRA-source merge (three
 rank-16 LoRAs on the base; xlt reads them as lazy ΔW, mergekit materialises each merged model first,
-run only with ``--lora-mergekit``). Prints a table and writes ``merge.json`` under ``--out``.
+run only with ``--lora-mergekit``). Prints a table and writes one JSON (``--out``, default
+``bench/results/merge.json``; ``merge-small.json`` with ``--small``): the workload and settings, the machine and
+package versions (:func:`xlt.util.machine_info`, mergekit's version from its own interpreter), every run's wall time
+and memory, the per-task summary and the output comparisons.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -251,11 +260,35 @@ def warm(folders: list[Path]) -> None:
                     pass
 
 
+def find_mergekit() -> str | None:
+    """``mergekit-yaml`` on PATH, else beside this Python."""
+    found = shutil.which("mergekit-yaml")
+    beside = Path(sys.executable).with_name("mergekit-yaml")
+    return found or (str(beside) if beside.is_file() else None)
+
+
+def mergekit_version(exe: str) -> str | None:
+    """The mergekit version of the interpreter that runs ``exe`` (its shebang), else of this one."""
+    python = sys.executable
+    try:
+        first = Path(exe).read_text(encoding="utf-8", errors="replace").splitlines()[0]
+        if first.startswith("#!") and Path(first[2:].strip()).is_file():
+            python = first[2:].strip()
+    except (OSError, IndexError):
+        pass
+    v = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('mergekit'))"],
+                       capture_output=True, text=True)
+    return v.stdout.strip() or None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="path of mergekit-yaml (its own venv)")
-    ap.add_argument("--work", default="/work/scratch/bench-merge", help="generated checkpoints and outputs")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--mergekit", default=None, help="path of mergekit-yaml [default: on PATH, else beside this Python]")
+    ap.add_argument("--no-mergekit", action="store_true", help="time xlt only")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "xlt-bench-merge"),
+                    help="generated checkpoints and outputs [default: under the system's temporary directory]")
+    ap.add_argument("--out", default=None, help="the JSON written [default: bench/results/merge.json, "
+                    "merge-small.json with --small]")
     ap.add_argument("--repeats", type=int, default=2, help="TIES runs per tool (alternating)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lora-mergekit", action="store_true", help="also run mergekit's base+lora path (slow: it "
@@ -266,14 +299,26 @@ def main() -> None:
     ap.add_argument("--tie-break", choices=("index", "mergekit", "both"), default="both",
                     help="xlt TIES runs: default tie break, mergekit's, or both")
     args = ap.parse_args()
+    if args.mergekit and not Path(args.mergekit).is_file():
+        sys.exit(f"error: --mergekit {args.mergekit} does not exist\nfix: give the path of mergekit-yaml, or leave "
+                 "--mergekit out to use the one on PATH")
+    if not args.no_mergekit and not args.mergekit:
+        args.mergekit = find_mergekit()
+        if not args.mergekit:
+            print("mergekit-yaml was found neither on PATH nor beside this Python: timing xlt only "
+                  "(install mergekit, e.g. `pip install mergekit` in its own environment, and pass "
+                  "--mergekit PATH/mergekit-yaml to compare)", file=sys.stderr)
+    if args.no_mergekit:
+        args.mergekit = None
     if args.small:
         SHAPES.update(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=6,
                       num_attention_heads=4, num_key_value_heads=2)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    xlt = str(Path(sys.executable).with_name("xlt"))
+    out = Path(args.out) if args.out else HERE / "results" / ("merge-small.json" if args.small else "merge.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    xlt_exe = Path(sys.executable).with_name("xlt")
+    xlt = [str(xlt_exe)] if xlt_exe.is_file() else [sys.executable, "-m", "xlt.cli.main"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     free = shutil.disk_usage(work).free
@@ -297,18 +342,22 @@ def main() -> None:
     (work / "ties.yml").write_text(yaml.safe_dump(ties, sort_keys=False))
     ties_mk = {**ties, "parameters": {**ties["parameters"], "tie_break": "mergekit"}}
     (work / "ties-mk.yml").write_text(yaml.safe_dump(ties_mk, sort_keys=False))
-    result: dict = {"workload": {"method": "ties", "density": 0.2, "models": 3, "parameters_per_model": n_params,
-                                 "storage": "bf16", "compute": "float32", "out_shard": "1 GB", "threads": args.threads},
-                    "runs": [], "host": {"cpus": os.cpu_count()}}
-    if args.mergekit:
-        v = subprocess.run([str(Path(args.mergekit).with_name("python")), "-c",
-                            "import importlib.metadata as m; print(m.version('mergekit'))"],
-                           capture_output=True, text=True)
-        result["mergekit_version"] = v.stdout.strip()
+    from xlt.util import machine_info
+
+    result: dict = {"benchmark": "bench/merge.py", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                    "workload": {"method": "ties", "density": 0.2, "models": 3, "parameters_per_model": n_params,
+                                 "shapes": dict(SHAPES), "storage": "bf16", "compute": "float32", "out_shard": "1 GB",
+                                 "threads": args.threads, "small": args.small, "seconds_to_generate_inputs": round(gen_s, 1)},
+                    "settings": {"repeats": args.repeats, "tie_break": args.tie_break, "skip_extra": args.skip_extra,
+                                 "lora_mergekit": args.lora_mergekit, "mergekit": bool(args.mergekit)},
+                    "machine": machine_info(),
+                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                    "mergekit_version": mergekit_version(args.mergekit) if args.mergekit else None,
+                    "runs": []}
     warm(models)
 
     def xlt_cmd(cfg_path: Path, dest: Path) -> list[str]:
-        return [xlt, "merge", str(cfg_path), str(dest), "--overwrite", "--shard-size", "1GB", "--threads",
+        return [*xlt, "merge", str(cfg_path), str(dest), "--overwrite", "--shard-size", "1GB", "--threads",
                 str(args.threads), "--no-progress", "--no-copy-tokenizer"]
 
     def mk_cmd(cfg_path: Path, dest: Path) -> list[str]:
@@ -404,7 +453,8 @@ def main() -> None:
         if row:
             summary[task] = row
     result["summary"] = summary
-    (out / "merge.json").write_text(json.dumps(result, indent=2))
+    result["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
     print("\n| task | tool | wall s (best) | peak RSS MB | peak anon MB |")
     print("|---|---|---:|---:|---:|")
@@ -424,7 +474,7 @@ def main() -> None:
             if "differing_elsewhere" in p:
                 print(f"  of which at exact ties with a trim threshold: {p['differing_at_threshold_ties']:,}; "
                       f"elsewhere: {p['differing_elsewhere']:,} (max |Δ| there {p['max_abs_diff_elsewhere']:.3g})")
-    print(f"written: {out / 'merge.json'}")
+    print(f"written: {out}")
     if args.cleanup:
         shutil.rmtree(work, ignore_errors=True)
 

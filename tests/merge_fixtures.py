@@ -6,8 +6,29 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from a second torch thread, and on a busy machine each parallel region can wait a
+    scheduler time slice for it (a 64K-bin histogram then takes milliseconds instead of microseconds). Imported
+    into a test module, it applies to that module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def input_count(method, has_base: bool) -> int:
+    """The most inputs besides the base (up to 2, or ``min_models``) a merge method's declaration accepts."""
+    hi = max(method.min_models, 2) if method.max_models is None else method.max_models
+    for n in range(min(hi, max(method.min_models, 2)), method.min_models - 1, -1):
+        if method.check_inputs is None or method.check_inputs(n, has_base) is None:
+            return n
+    raise AssertionError(f"{method.name}: no input count satisfies its own declaration")
 
 
 def save_tiny(path: Path, seed: int = 0, vocab: int = 64, hidden: int = 32, layers: int = 2, tied: bool = False,

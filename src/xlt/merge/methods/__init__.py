@@ -1,13 +1,2 @@
-"""Built-in merge methods, one module each; importing this package registers them."""
-
-from xlt.merge.methods import (  # noqa: F401
-    dare,
-    layer_swap,
-    linear,
-    passthrough,
-    pcb,
-    slerp,
-    task_arithmetic,
-    ties,
-    widen,
-)
+"""Built-in merge methods, one module each; :data:`xlt.merge.registry.MERGES` imports them on first lookup and
+each registers itself with :func:`~xlt.merge.registry.register_merge`."""

@@ -11,10 +11,14 @@ tensor ``name`` draws from block ⌊j / 2²⁰⌋ of a generator seeded by (seed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from xlt import options as opts
 from xlt.merge.methods._gta import combine
-from xlt.merge.registry import MergeMethod, Param, density_check, register_method
+from xlt.merge.registry import MergeMethod, register_merge, weights_sum
+from xlt.options import option
 from xlt.util import stable_hash
 
 BLOCK = 1 << 20
@@ -50,24 +54,25 @@ def _merge(consensus: bool):
     return merge
 
 
-def _params(normalize_default: bool):
-    return (Param("weight", float, 1.0, per_model=True, doc="weight of the model's task vector"),
-            Param("density", float, 1.0, per_model=True, check=density_check,
-                  doc="probability of keeping each delta element"),
-            Param("rescale", bool, True, doc="divide the kept elements by density (exact 1/p)"),
-            Param("normalize", bool, normalize_default, doc="divide by the sum of (agreeing) weights"),
-            Param("lambda", float, 1.0, doc="scale of the merged task vector"),
-            Param("int8_mask", bool, False, doc="accepted for mergekit configs; no effect on the result"))
+@dataclass
+class DareOptions:
+    weight: float = option(1.0, "weight of the model's task vector", per_model=True)
+    density: float = option(1.0, "probability of keeping each delta element", per_model=True, check=opts.density)
+    rescale: bool = option(True, "divide the kept elements by density (exact 1/p)")
+    normalize: bool = option(False, "divide by the sum of (agreeing) weights")
+    lambda_: float = option(1.0, "scale of the merged task vector", key="lambda")
 
 
-register_method(MergeMethod(
-    name="dare_linear", merge=_merge(False), needs_base=True, params=_params(False),
+register_merge(MergeMethod(
+    name="dare_linear", merge=_merge(False), options=DareOptions, needs_base=True, validate=weights_sum,
+    idempotent=True, example={"density": 0.5},
     description="DARE: random drop with exact 1/p rescale, then task arithmetic",
     paper="https://arxiv.org/abs/2311.03099", reference="DARE paper; mergekit dare_linear",
     deviations="rescale is exactly 1/density (mergekit: L1-norm ratio)",
 ))
-register_method(MergeMethod(
-    name="dare_ties", merge=_merge(True), needs_base=True, params=_params(False),
+register_merge(MergeMethod(
+    name="dare_ties", merge=_merge(True), options=DareOptions, needs_base=True, validate=weights_sum,
+    idempotent=True, example={"density": 0.5},
     description="DARE: random drop with exact 1/p rescale, then TIES sign election",
     paper="https://arxiv.org/abs/2311.03099", reference="DARE paper; mergekit dare_ties",
     deviations="rescale is exactly 1/density (mergekit: L1-norm ratio)",

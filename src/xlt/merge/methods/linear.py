@@ -5,9 +5,18 @@ Model soups (Wortsman et al., 2022). Equal to mergekit's ``linear``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from xlt.merge.registry import MergeMethod, Param, register_method
+from xlt.merge.registry import MergeMethod, register_merge, weights_sum
+from xlt.options import option
+
+
+@dataclass
+class LinearOptions:
+    weight: float = option(1.0, "weight of the model", per_model=True)
+    normalize: bool = option(True, "divide by the sum of weights")
 
 
 def merge(base, tensors: list[torch.Tensor], p: dict, ctx) -> torch.Tensor:
@@ -19,9 +28,13 @@ def merge(base, tensors: list[torch.Tensor], p: dict, ctx) -> torch.Tensor:
     return result
 
 
-register_method(MergeMethod(
-    name="linear", merge=merge, description="weighted average of the models (model soup)",
-    params=(Param("weight", float, 1.0, per_model=True, doc="weight of the model"),
-            Param("normalize", bool, True, doc="divide by the sum of weights")),
+def copies(p: dict, n_inputs: int, has_base: bool) -> bool:
+    """One input is its own average (or its own sum, at weight 1): copied byte for byte."""
+    return n_inputs == 1 and not has_base and (p["normalize"] or p["weight"][0] == 1)
+
+
+register_merge(MergeMethod(
+    name="linear", merge=merge, options=LinearOptions, validate=weights_sum, copies=copies, idempotent=True,
+    description="weighted average of the models (model soup)",
     paper="https://arxiv.org/abs/2203.05482", reference="mergekit linear",
 ))

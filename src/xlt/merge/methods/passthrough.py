@@ -6,7 +6,15 @@ With ``slices`` this builds frankenmerges (layers stacked from several models); 
 
 from __future__ import annotations
 
-from xlt.merge.registry import MergeMethod, Param, register_method
+from dataclasses import dataclass
+
+from xlt.merge.registry import MergeMethod, register_merge
+from xlt.options import option
+
+
+@dataclass
+class PassthroughOptions:
+    scale: float = option(1.0, "multiply the tensor by this", per_model=True)
 
 
 def merge(base, tensors, p, ctx):
@@ -14,9 +22,12 @@ def merge(base, tensors, p, ctx):
     return tensors[0] if s == 1 else tensors[0] * s
 
 
-register_method(MergeMethod(
-    name="passthrough", merge=merge, max_models=1,
+def copies(p: dict, n_inputs: int, has_base: bool) -> bool:
+    return p["scale"][0] == 1
+
+
+register_merge(MergeMethod(
+    name="passthrough", merge=merge, options=PassthroughOptions, max_models=1, copies=copies, idempotent=True,
     description="copy one model's tensors (layer slices, frankenmerges)",
-    params=(Param("scale", float, 1.0, per_model=True, doc="multiply the tensor by this"),),
     reference="mergekit passthrough",
 ))

@@ -21,9 +21,24 @@ merged with itself) gives 0 instead of the kernel's NaN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from xlt.merge.registry import MergeMethod, Param, StatStage, density_check, register_method
+from xlt import options as opts
+from xlt.merge.registry import MergeMethod, StatStage, register_merge
+from xlt.options import option
+
+
+def _quantile(v) -> str | None:
+    return None if 0 <= v < 0.5 else f"must be in [0, 0.5), got {v}"
+
+
+@dataclass
+class PcbOptions:
+    density: float = option(0.1, "fraction of balanced scores kept (pcb_ratio)", check=opts.density)
+    clamp_ratio: float = option(1e-4, "outlier clamp quantile of |τ| (kernel: 1e-4)", check=_quantile)
+    lambda_: float = option(1.0, "scale of the merged task vector", key="lambda")
 
 
 def _safe_norm(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -90,16 +105,9 @@ def stats(p: dict) -> list[StatStage]:
     return [StatStage(_abs_values, _abs_ranks, "global", nonneg=True), StatStage(_score_values, _score_ranks, "global")]
 
 
-def _q_check(v):
-    return None if 0 <= v < 0.5 else f"clamp_ratio must be in [0, 0.5), got {v}"
-
-
-register_method(MergeMethod(
-    name="pcb", merge=merge, needs_base=True, stats=stats, min_models=1,
+register_merge(MergeMethod(
+    name="pcb", merge=merge, options=PcbOptions, needs_base=True, stats=stats, min_models=1, idempotent=True,
     description="PCB: intra/inter parameter-competition balancing, drop, rescale (whole-model statistics)",
-    params=(Param("density", float, 0.1, check=density_check, doc="fraction of balanced scores kept (pcb_ratio)"),
-            Param("clamp_ratio", float, 1e-4, check=_q_check, doc="outlier clamp quantile of |τ| (kernel: 1e-4)"),
-            Param("lambda", float, 1.0, doc="scale of the merged task vector")),
     paper="https://arxiv.org/abs/2410.02396", reference="duguodong7/pcb-merging pcb_merging kernel",
     deviations="zero ranges give 0 instead of NaN; no evolutionary search of λ",
 ))

@@ -9,12 +9,19 @@ definition (which runs on numpy; this runs on torch).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from xlt.merge.registry import MergeMethod, Param, register_method, unit_check
+from xlt.merge.registry import MergeMethod, register_merge
+from xlt.options import option, unit_interval
 
 DOT_THRESHOLD = 0.9995
+
+
+@dataclass
+class SlerpOptions:
+    t: float = option(0.5, "0 gives the base (first) model, 1 the other", check=unit_interval)
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -33,9 +40,16 @@ def merge(base, tensors, p, ctx):
     return slerp(p["t"], tensors[0], tensors[1])
 
 
-register_method(MergeMethod(
-    name="slerp", merge=merge, elementwise=False, uses_base=True, min_models=1, max_models=2,
-    description="spherical interpolation between two models",
-    params=(Param("t", float, 0.5, check=unit_check, doc="0 gives the base (first) model, 1 the other"),),
+def check_inputs(n_inputs: int, has_base: bool) -> tuple[str, str] | None:
+    """Two ends: base_model and one model, or two models without a base."""
+    if has_base != (n_inputs == 1):
+        return (f"slerp interpolates two models; the config gives {n_inputs + has_base} (base_model counts as one)",
+                "give base_model and one model, or two models without base_model")
+    return None
+
+
+register_merge(MergeMethod(
+    name="slerp", merge=merge, options=SlerpOptions, elementwise=False, uses_base=True, min_models=1, max_models=2,
+    check_inputs=check_inputs, idempotent=True, description="spherical interpolation between two models",
     paper="https://en.wikipedia.org/wiki/Slerp", reference="mergekit slerp",
 ))

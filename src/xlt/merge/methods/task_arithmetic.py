@@ -5,8 +5,18 @@ Ilharco et al., 2023, "Editing models with task arithmetic". Equal to mergekit's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from xlt.merge.methods._gta import combine
-from xlt.merge.registry import MergeMethod, Param, register_method
+from xlt.merge.registry import MergeMethod, register_merge, weights_sum
+from xlt.options import option
+
+
+@dataclass
+class TaskArithmeticOptions:
+    weight: float = option(1.0, "weight of the model's task vector", per_model=True)
+    normalize: bool = option(False, "divide by the sum of weights")
+    lambda_: float = option(1.0, "scale of the merged task vector", key="lambda")
 
 
 def merge(base, tensors, p, ctx):
@@ -14,11 +24,8 @@ def merge(base, tensors, p, ctx):
                    lam=p["lambda"])
 
 
-register_method(MergeMethod(
-    name="task_arithmetic", merge=merge, needs_base=True,
-    description="base + λ·(weighted sum of task vectors)",
-    params=(Param("weight", float, 1.0, per_model=True, doc="weight of the model's task vector"),
-            Param("normalize", bool, False, doc="divide by the sum of weights"),
-            Param("lambda", float, 1.0, doc="scale of the merged task vector")),
+register_merge(MergeMethod(
+    name="task_arithmetic", merge=merge, options=TaskArithmeticOptions, needs_base=True, validate=weights_sum,
+    idempotent=True, description="base + λ·(weighted sum of task vectors)",
     paper="https://arxiv.org/abs/2212.04089", reference="mergekit task_arithmetic",
 ))

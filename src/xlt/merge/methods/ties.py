@@ -22,11 +22,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
+from xlt import options as opts
 from xlt.merge.methods._gta import combine
-from xlt.merge.registry import MergeMethod, Param, StatStage, density_check, register_method
+from xlt.merge.registry import MergeMethod, StatStage, register_merge, weights_sum
 from xlt.merge.stats import argsort_tie_bits, tie_bits_mask, topk_mask
+from xlt.options import option
+
+
+@dataclass
+class TiesOptions:
+    weight: float = option(1.0, "weight of the model's task vector", per_model=True)
+    density: float = option(1.0, "fraction of |δ| kept", per_model=True, check=opts.density)
+    normalize: bool = option(True, "divide by the sum of agreeing weights")
+    lambda_: float = option(1.0, "scale of the merged task vector", key="lambda")
+    trim_scope: Literal["tensor", "global"] = option("tensor", "tensor (mergekit) or global (the TIES paper)")
+    tie_break: Literal["index", "mergekit"] = option(
+        "index", "which |δ| equal to the trim threshold are kept: index (lowest flat index first) or mergekit "
+                 "(mergekit's unstable argsort order; trim_scope: tensor only)")
 
 
 def keep_count(n: int, density: float) -> int:
@@ -86,36 +103,19 @@ def stats(p: dict) -> list[StatStage]:
                       whole=straddles if mk else None, refine=_mergekit_bits if mk else None)]
 
 
-def scope_check(v) -> str | None:
-    return None if v in ("tensor", "global") else f"trim_scope must be 'tensor' or 'global', got {v!r}"
-
-
-def tie_break_check(v) -> str | None:
-    return None if v in ("index", "mergekit") else f"tie_break must be 'index' or 'mergekit', got {v!r}"
-
-
 def validate(p: dict) -> tuple[str, str] | None:
     if p.get("tie_break") == "mergekit" and p.get("trim_scope") == "global":
         return ("ties: tie_break: mergekit reproduces mergekit's per-tensor trim, so it cannot be combined with "
                 "trim_scope: global (mergekit has no global trim)",
                 "set trim_scope: tensor to match mergekit, or tie_break: index to keep the global trim")
-    return None
+    return weights_sum(p)
 
 
-register_method(MergeMethod(
-    name="ties", merge=merge, needs_base=True, stats=stats,
+register_merge(MergeMethod(
+    name="ties", merge=merge, options=TiesOptions, needs_base=True, stats=stats, validate=validate, idempotent=True,
+    example={"density": 0.5},
     description="TIES: trim to top-density |δ|, elect sign, mean of agreeing task vectors",
-    params=(Param("weight", float, 1.0, per_model=True, doc="weight of the model's task vector"),
-            Param("density", float, 1.0, per_model=True, check=density_check, doc="fraction of |δ| kept"),
-            Param("normalize", bool, True, doc="divide by the sum of agreeing weights"),
-            Param("lambda", float, 1.0, doc="scale of the merged task vector"),
-            Param("trim_scope", str, "tensor", check=scope_check, doc="tensor (mergekit) or global (paper)"),
-            Param("tie_break", str, "index", check=tie_break_check,
-                  doc="which |δ| equal to the trim threshold are kept: index (lowest flat index first) or "
-                      "mergekit (mergekit's unstable argsort order; trim_scope: tensor only)"),
-            Param("int8_mask", bool, False, doc="accepted for mergekit configs; no effect on the result")),
     paper="https://arxiv.org/abs/2306.01708", reference="mergekit ties; TIES paper code (global trim)",
-    validate=validate,
     deviations="with tie_break: index (default), elements equal to the trim threshold are kept in stream order "
                "(mergekit: unstable argsort order; tie_break: mergekit reproduces that order)",
 ))

@@ -13,9 +13,18 @@ This follows the authors' ``widen_merging`` (yule-BUAA/MergeLLM); no code was re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from xlt.merge.registry import MergeMethod, Param, register_method
+from xlt.merge.registry import MergeMethod, register_merge
+from xlt.options import option
+
+
+@dataclass
+class WidenOptions:
+    above_average_value_ratio: float = option(1.0, "t: ranks above t·mean get the calibration score")
+    score_calibration_value: float = option(1.0, "c: the score given to important columns")
 
 
 def within_model_rank(diff: torch.Tensor) -> torch.Tensor:
@@ -58,11 +67,9 @@ def merge(base, tensors, p, ctx):
     return base + sum(d * s[k].reshape(base.shape) for k, d in enumerate(deltas))
 
 
-register_method(MergeMethod(
-    name="widen", merge=merge, needs_base=True, elementwise=False,
+register_merge(MergeMethod(
+    name="widen", merge=merge, options=WidenOptions, needs_base=True, elementwise=False, idempotent=True,
     description="WIDEN: magnitude/direction disentangled importance per column",
-    params=(Param("above_average_value_ratio", float, 1.0, doc="t: ranks above t·mean get the calibration score"),
-            Param("score_calibration_value", float, 1.0, doc="c: the score given to important columns")),
     paper="https://arxiv.org/abs/2408.03092", reference="yule-BUAA/MergeLLM widen_merging (read, not copied)",
     deviations="every 2-D tensor is treated as a linear weight (the authors assert Llama/Qwen names)",
 ))
