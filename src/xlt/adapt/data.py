@@ -24,12 +24,19 @@ def pack_stream(tokenizer, texts: list[str], boundary_id: int) -> np.ndarray:
 
 
 class PackedBlocks:
-    def __init__(self, stream: np.ndarray, seq_len: int, seed: int):
-        n = len(stream) // seq_len
+    def __init__(self, stream: np.ndarray, seq_len: int, seed: int, start: tuple[int, ...] | list[int] = ()):
+        """Blocks of ``seq_len`` tokens; each begins with ``start`` (the tokenizer's start token, e.g. Gemma's
+        ``<bos>``, which such models expect at the start of every sequence), the stream fills the rest."""
+        body = seq_len - len(start)
+        if body < 1:
+            raise XltError(f"--seq-len {seq_len} leaves no room after the {len(start)} start token(s)",
+                           "pass a larger --seq-len")
+        n = len(stream) // body
         if n < 1:
             raise XltError(f"the training text has only {len(stream)} tokens, fewer than one sequence of {seq_len}",
                            "give more training text or a smaller --seq-len")
-        self.blocks = torch.from_numpy(stream[: n * seq_len].astype(np.int64)).view(n, seq_len)
+        self.blocks = torch.from_numpy(stream[: n * body].astype(np.int64)).view(n, body)
+        self.start = torch.tensor(list(start), dtype=torch.int64)
         self.seed = seed
         self._perm: dict[int, np.ndarray] = {}
 
@@ -44,7 +51,8 @@ class PackedBlocks:
     def sample(self, k: int) -> torch.Tensor:
         """The ``k``-th block in the global seeded order (epochs reshuffled)."""
         epoch, pos = divmod(k, len(self))
-        return self.blocks[self._order(epoch)[pos]]
+        block = self.blocks[self._order(epoch)[pos]]
+        return torch.cat([self.start, block]) if len(self.start) else block
 
     def batch(self, step: int, micro: int, micro_batches: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Micro-batch ``micro`` of optimizer step ``step`` for process ``rank``."""

@@ -29,7 +29,8 @@ from xlt.adapt.data import PackedBlocks, pack_stream
 from xlt.adapt.train import TrainConfig
 from xlt.corpora import open_corpus
 from xlt.errors import XltError
-from xlt.eval import bits_per_byte, boundary_token_id, greedy_samples, prompts_from, tokenization_table, truncate_texts
+from xlt.eval import (bits_per_byte, boundary_token_id, greedy_samples, prompts_from, start_token_ids, tokenization_table,
+                      truncate_texts)
 from xlt.languages import resolve
 from xlt.models import check_model_folder, load_model, load_tokenizer, resolve_source
 from xlt.util import atomic_dir, write_json_atomic
@@ -274,8 +275,8 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     reference = json.loads(ref_path.read_text())
     stream = np.load(ids_path)
     ctx = RunContext(settings, out, work, src_folder, src_tok, tgt_tok, corp, src_lang, tgt,
-                     PackedBlocks(stream, cfg.seq_len, cfg.seed), dev_texts, test_texts, state, allow_pickle,
-                     show_progress, interrupt_at)
+                     PackedBlocks(stream, cfg.seq_len, cfg.seed, start_token_ids(tgt_tok)), dev_texts, test_texts,
+                     state, allow_pickle, show_progress, interrupt_at)
 
     # -- one model per (init, method) -------------------------------------------------------------
     results = {}
@@ -498,9 +499,11 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
         "definitions": {
             "bits_per_byte": "sum of token negative log-likelihoods (nats) / ln 2 / UTF-8 bytes of the held-out text; "
                              "documents joined with newlines, one boundary token first, scored in consecutive windows of "
-                             f"{settings.eval_window} tokens, each conditioned on the previous token",
+                             f"{settings.eval_window} tokens, each conditioned on the previous token (and on the tokenizer's "
+                             "start token, e.g. Gemma's <bos>, where it starts every text with one)",
             "signature": "how a number was computed, as key:value fields (sacrebleu style): bpb|window|join (how documents "
-                         "are joined)|boundary (the token before the first document)|bytes (the denominator)|split|tok "
+                         "are joined)|boundary (the token before the first document)|start (the token every window starts with, "
+                         "if any)|bytes (the denominator)|split|tok "
                          "(SHA-256 of the tokenizer JSON, 12 hex digits)|model (SHA-256 of the model's tensors)|xlt "
                          "version; a transfer mapping's: init|options hash|source and target tokenizer hashes|corpus|"
                          "languages|seed",

@@ -1,13 +1,17 @@
 """Bits per byte: a tokenizer-independent measure of how well a model predicts held-out text.
 
 ``bpb = Σ_tokens NLL (nats) / ln 2 / Σ UTF-8 bytes``. The held-out documents are joined with ``\\n``
-into one stream, prefixed with a boundary token, tokenised once, and scored in consecutive windows of
-``window`` tokens; each window is conditioned on the token before it, so every text token is
-predicted exactly once, with up to ``window`` tokens of context. Because the numerator counts every
-token and the denominator counts bytes, models with different tokenizers are comparable.
+into one stream, prefixed with a boundary token (the tokenizer's start token where it has one), tokenised once,
+and scored in consecutive windows of ``window`` tokens; each window is conditioned on the token before it, so every
+text token is predicted exactly once, with up to ``window`` tokens of context. Where the tokenizer starts every
+text with a special token (Gemma's and Llama's ``<bos>``), every window starts with it, as every sequence the model
+was trained on did (unscored; Gemma-3-270M on 4,000 bytes of Swahili: 2.23 bits/byte with it, 2.67 without).
+Because the numerator counts every token and the denominator counts bytes, models with different tokenizers are
+comparable.
 
 Every result carries its signature (:mod:`xlt.signature`): window, how documents are joined, the boundary token,
-the byte count, the split, hashes of the tokenizer and the model, and the xlt version.
+the start token of every window (where there is one), the byte count, the split, hashes of the tokenizer and the
+model, and the xlt version.
 """
 
 from __future__ import annotations
@@ -20,8 +24,24 @@ import torch
 from xlt.errors import XltError
 
 
+def start_token_ids(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before every text: Gemma's and Llama's ``<bos>``; none for byte-level BPE
+    tokenizers such as SmolLM2's and GPT-2's."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i: i + len(plain)] == plain:
+            return [int(t) for t in full[:i]]
+    return []
+
+
+def first_token_ids(tokenizer) -> list[int]:
+    """What a scored or generated text follows: the tokenizer's start tokens, else the boundary token."""
+    return start_token_ids(tokenizer) or [boundary_token_id(tokenizer)]
+
+
 def boundary_token_id(tokenizer) -> int:
-    """The token that separates documents: EOS, else BOS, else id 0."""
+    """The token that separates documents in a training stream: EOS, else BOS, else id 0."""
     for attr in ("eos_token_id", "bos_token_id"):
         tid = getattr(tokenizer, attr, None)
         if tid is not None:
@@ -66,13 +86,18 @@ class BpbResult:
                 "bytes": self.bytes, "window": self.window, "signature": self.signature}
 
 
+def _role(tokenizer, tid: int) -> str:
+    role = next((r for r in ("eos", "bos") if getattr(tokenizer, f"{r}_token_id", None) == tid), "id")
+    return f"{role}={tid}"
+
+
 def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None) -> str:
     from xlt.signature import Signature, model_hash, tokenizer_hash
 
-    b = boundary_token_id(tokenizer)
-    role = next((r for r in ("eos", "bos") if getattr(tokenizer, f"{r}_token_id", None) == b), "id")
-    return str(Signature("bpb", window=window, join="newline", boundary=f"{role}={b}", bytes=nbytes, split=split or "-",
-                         tok=tokenizer_hash(tokenizer), model=model_hash(model)))
+    start = start_token_ids(tokenizer)
+    return str(Signature("bpb", window=window, join="newline", boundary=_role(tokenizer, first_token_ids(tokenizer)[-1]),
+                         start=",".join(_role(tokenizer, t) for t in start) or None, bytes=nbytes,
+                         split=split or "-", tok=tokenizer_hash(tokenizer), model=model_hash(model)))
 
 
 #: the most logits one forward pass may hold (bytes); models with large vocabularies score fewer windows at a time
@@ -93,26 +118,30 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
     head = getattr(model, "get_output_embeddings", lambda: None)()
     vocab = head.weight.shape[0] if head is not None else len(tokenizer)
     batch_size = max(1, min(batch_size, LOGITS_BUDGET // max(1, window * vocab * 4)))
-    ids = [boundary_token_id(tokenizer)] + tokenizer(stream, add_special_tokens=False)["input_ids"]
+    first, start = first_token_ids(tokenizer), start_token_ids(tokenizer)
+    ids = [first[-1]] + tokenizer(stream, add_special_tokens=False)["input_ids"]
     ids_t = torch.tensor(ids, dtype=torch.long)
     n_pred = len(ids) - 1
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    # window k: inputs ids[s : s+L], targets ids[s+1 : s+L+1], for s = 0, L, 2L, ...
+    # window k: inputs start + ids[s : s+L], targets ids[s+1 : s+L+1], for s = 0, L, 2L, ... (ids[0] = first[-1])
     starts = list(range(0, n_pred, window))
     total = 0.0
     for b in range(0, len(starts), batch_size):
         chunk = starts[b: b + batch_size]
         lens = [min(window, n_pred - s) for s in chunk]
-        L = max(lens)
+        pres = [torch.tensor(first[:-1] if s == 0 else start, dtype=torch.long) for s in chunk]
+        L = max(len(p) + n for p, n in zip(pres, lens))
         inp = torch.full((len(chunk), L), ids[0], dtype=torch.long)
         tgt = torch.full((len(chunk), L), -100, dtype=torch.long)
         att = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, (s, n) in enumerate(zip(chunk, lens)):
-            inp[r, :n] = ids_t[s: s + n]
-            tgt[r, :n] = ids_t[s + 1: s + n + 1]
-            att[r, :n] = 1
+        for r, (s, n, pre) in enumerate(zip(chunk, lens, pres)):
+            k = len(pre)
+            inp[r, :k] = pre
+            inp[r, k: k + n] = ids_t[s: s + n]
+            tgt[r, k: k + n] = ids_t[s + 1: s + n + 1]
+            att[r, : k + n] = 1
         logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.to(device).reshape(-1),
                                                 ignore_index=-100, reduction="sum")

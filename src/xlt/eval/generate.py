@@ -8,7 +8,7 @@ import torch
 def prompts_from(texts: list[str], n: int = 3, words: int = 6) -> list[str]:
     """The first ``words`` words of ``n`` documents spread evenly over ``texts``."""
     texts = [t for t in texts if len(t.split()) > words]
-    if not texts:
+    if not texts or n < 1:  # --samples 0: none
         return []
     step = max(1, len(texts) // n)
     return [" ".join(texts[i].split()[:words]) for i in range(0, step * n, step)][:n]
@@ -21,11 +21,11 @@ def greedy_samples(model, tokenizer, prompts: list[str], max_new_tokens: int = 2
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    from xlt.eval.bpb import boundary_token_id
+    from xlt.eval.bpb import boundary_token_id, first_token_ids
 
     out = []
     for p in prompts:
-        ids = [boundary_token_id(tokenizer)] + tokenizer(p, add_special_tokens=False)["input_ids"]
+        ids = first_token_ids(tokenizer) + tokenizer(p, add_special_tokens=False)["input_ids"]
         x = torch.tensor([ids], device=device)
         y = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens, do_sample=False,
                            no_repeat_ngram_size=no_repeat_ngram_size or None,

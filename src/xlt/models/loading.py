@@ -7,17 +7,17 @@ import os
 from pathlib import Path
 
 from xlt.errors import XltError
+from xlt.models.hf import quiet_transformers
+from xlt.models.prepare import PREPARERS, prepare
 
-#: names that ``resolve_source`` understands besides folders; each maps to a preparer in ``prepare.py``
-KNOWN_SOURCES = ("smollm2",)
+#: names that ``resolve_source`` understands besides folders: the packaged models of :data:`PREPARERS`
+KNOWN_SOURCES = tuple(PREPARERS)
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
     """A model name from :data:`KNOWN_SOURCES` (prepared into the cache on first use) or a local folder."""
     s = str(source)
     if s in KNOWN_SOURCES:
-        from xlt.models.prepare import prepare
-
         return prepare(s)
     path = Path(s).expanduser()
     if not path.exists():
@@ -63,14 +63,6 @@ def check_model_folder(path: str | os.PathLike, allow_pickle: bool = False) -> P
                 "re-download or re-save the model (save_pretrained), or run `xlt models prepare` again",
             ) from None
     return path
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' per-tensor progress bars and info logs; xlt shows its own progress."""
-    from transformers.utils import logging as tlog
-
-    tlog.disable_progress_bar()
-    tlog.set_verbosity_error()
 
 
 def load_tokenizer(path: str | os.PathLike):
