@@ -65,7 +65,8 @@ def child(a) -> None:
         "peak_rss_mib": peak_rss_mib(), "tokens_per_s_stage2": statistics.median(stage2) if stage2 else None,
         "dev_bpb_step0": r["bpb_step0"], "dev_bpb_final": r["bpb_final"], "test_bpb_final": r["test"]["bits_per_byte"],
         "train_seconds": r["seconds"]["train"], "wall_seconds": time.time() - t0,
-        "source_test_bpb": res.metrics["reference"]["test"]["bits_per_byte"],
+        "source_test_bpb": res.metrics["reference"]["test"]["bits_per_byte"], "options": r.get("method_options", {}),
+        "signatures": {"dev_end": r["history"]["eval"][-1].get("signature"), "test_end": r["test"].get("signature")},
     }))
 
 
@@ -73,15 +74,22 @@ def render(settings: dict, device: str, rows: list[dict]) -> str:
     """The Markdown table of ``peft.json``'s rows (``--render-only`` rewrites it without measuring again)."""
     a = argparse.Namespace(**settings)
     order = ["full", "lora", "mos", "sft", "recursive"]
-    rows = sorted(rows, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    rows = sorted(rows, key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),
+                                       r.get("trainable_parameters_stage2") or 0))
     ok = [r for r in rows if "error" not in r]
     lora = next((r for r in ok if r["method"] == "lora"), None)
-    header = ["method", "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
+    unified = ok and all("function" in (r.get("options") or {}) for r in ok)  # the unified-view grid: show its axes
+    header = ["method"] + (["function, where, form, size, scale"] if unified else []) + [
+              "trainable (stage 2)", "vs LoRA", "model params", "peak RSS MiB", "tokens/s (stage 2)",
               "dev bpb step 0", "dev bpb end", "test bpb end"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in ok:
         ratio = "—" if r is lora else vs_lora(r["trainable_parameters_stage2"], lora and lora["trainable_parameters_stage2"])
-        lines.append(f"| {r['method']} | {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
+        axes = ""
+        if unified:
+            o = r["options"]
+            axes = f" {o['function']}, {o['where']}, {o['form']}, {o['size']}, {o['scale']:g} |"
+        lines.append(f"| {r['method']} |{axes} {r['trainable_parameters_stage2']:,} | {ratio} | {r['model_parameters']:,} | "
                      f"{r['peak_rss_mib']:.0f} | {r['tokens_per_s_stage2']:.0f} | {r['dev_bpb_step0']:.3f} | "
                      f"{r['dev_bpb_final']:.3f} | {r['test_bpb_final']:.3f} |")
     return (f"# xlt bench/peft.py\n\n{a.source} → {a.target} ({a.corpus}), init {a.init}, {a.steps} steps "
