@@ -52,8 +52,8 @@ demo: $(BIN)/.data
 	  echo "FreeDict not installed: the report will not measure the dictionary's precision"; fi
 	$(BIN)/xlt models prepare smollm2
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
-	    --init overlap,focus,wechsel,mean,random --steps 30 --stage1-steps 15 \
-	    --batch-size 4 --seq-len 128 --eval-every 10 --eval-max-bytes 8000 --loo-tokens 100 \
+	    --init overlap,focus,wechsel,random --steps 24 --stage1-steps 12 \
+	    --batch-size 4 --seq-len 128 --eval-every 8 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
 # The whole suite, including the `slow` tests on the real SmolLM2, Gemma-3 and Bible packages and the
