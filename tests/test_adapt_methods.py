@@ -244,4 +244,7 @@ def test_cli_method_option_and_listing(tmp_path, monkeypatch, capsys, tiny_sourc
     assert code == 2 and "did you mean r?" in text
     code, text = _cli(monkeypatch, capsys, *base, "--method", "sft", "-M", "density=3")
     assert code == 2 and "density 3.0 is not in (0, 1]" in text
+    code, text = _cli(monkeypatch, capsys, *base, "--init", "overlap,wechsel", "-O", "wechsel_kk=5")
+    assert code == 2 and "unknown option 'wechsel_kk'" in text and "did you mean wechsel_k?" in text
+    assert "Traceback" not in text
     assert not (tmp_path / "o").exists()
