@@ -216,12 +216,8 @@ def sparsemax(z: np.ndarray) -> np.ndarray:
     return np.maximum(z - tau, 0.0)
 
 
-def procrustes_rotation(src_ft, tgt_ft, pairs, dtype=np.float64) -> np.ndarray:
-    """Orthogonal R minimising ||X R - Y|| over the dictionary pairs present in both fastText vocabularies, each word
-    tried as-is, lower-case and title-case on both sides (as WECHSEL does), solved in ``dtype`` (the WECHSEL
-    package: float32, the dtype of fastText's vectors)."""
-    from scipy.linalg import orthogonal_procrustes
-
+def _dictionary_vectors(src_ft, tgt_ft, pairs) -> tuple[list, list]:
+    """The fastText vectors of the dictionary pairs, each word tried as-is, lower-case and title-case on both sides."""
     xs, ys = [], []
     for s, t in pairs:
         for sw in (s, s.lower(), s.title()):
@@ -229,6 +225,16 @@ def procrustes_rotation(src_ft, tgt_ft, pairs, dtype=np.float64) -> np.ndarray:
                 if src_ft.get_word_id(sw) != -1 and tgt_ft.get_word_id(tw) != -1:
                     xs.append(src_ft.get_word_vector(sw))
                     ys.append(tgt_ft.get_word_vector(tw))
+    return xs, ys
+
+
+def procrustes_rotation(src_ft, tgt_ft, pairs, dtype=np.float64) -> np.ndarray:
+    """Orthogonal R minimising ||X R - Y|| over the dictionary pairs present in both fastText vocabularies, each word
+    tried as-is, lower-case and title-case on both sides (as WECHSEL does), solved in ``dtype`` (the WECHSEL
+    package: float32, the dtype of fastText's vectors)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    xs, ys = _dictionary_vectors(src_ft, tgt_ft, pairs)
     return orthogonal_procrustes(np.array(xs, dtype), np.array(ys, dtype))[0]
 
 
@@ -389,13 +395,7 @@ OWN_RULES_TOL, REF_TOL = 1e-6, 1e-4
 def _procrustes_inputs(src_ft, tgt_ft, pairs) -> np.ndarray:
     """XᵀY over the dictionary pairs (paired as WECHSEL pairs them), float64: its conditioning decides how far a
     float32 Procrustes solution strays from the float64 one."""
-    xs, ys = [], []
-    for s, t in pairs:
-        for sw in (s, s.lower(), s.title()):
-            for tw in (t, t.lower(), t.title()):
-                if src_ft.get_word_id(sw) != -1 and tgt_ft.get_word_id(tw) != -1:
-                    xs.append(src_ft.get_word_vector(sw))
-                    ys.append(tgt_ft.get_word_vector(tw))
+    xs, ys = _dictionary_vectors(src_ft, tgt_ft, pairs)
     return np.array(xs, np.float64).T @ np.array(ys, np.float64)
 
 
