@@ -45,15 +45,10 @@ $(BIN)/.ref: $(BIN)/.installed
 ref: $(BIN)/.ref
 
 demo: $(BIN)/.data
-	@# FreeDict eng-swh, if it can be had, lets the report give the induced dictionary's precision (optional)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -f /usr/share/dictd/freedict-eng-swh.index ]; then \
-	  (apt-get install -y -qq dict-freedict-eng-swh dict-freedict-swh-eng || (apt-get update -qq && \
-	   apt-get install -y -qq dict-freedict-eng-swh dict-freedict-swh-eng)) >/dev/null 2>&1 || \
-	  echo "FreeDict not installed: the report will not measure the dictionary's precision"; fi
 	$(BIN)/xlt models prepare smollm2
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
-	    --init overlap,focus,wechsel,random --steps 24 --stage1-steps 12 \
-	    --batch-size 4 --seq-len 128 --eval-every 8 --eval-max-bytes 8000 --loo-tokens 100 \
+	    --init overlap,focus,random --steps 60 --stage1-steps 20 \
+	    --batch-size 4 --seq-len 128 --eval-every 20 --eval-max-bytes 8000 --loo-tokens 100 \
 	    --out runs/demo-sw --overwrite
 
 # The whole suite, including the `slow` tests on the real SmolLM2, Gemma-3 and Bible packages and the

@@ -50,6 +50,12 @@ def test_metrics_are_complete_and_consistent(finished_run):
     assert c["bits_per_byte_lower_by"] == pytest.approx(m["summary"]["random"]["bpb_step0"] - m["summary"]["overlap"]["bpb_step0"])
     assert m["tokenization"]["parallel_with"] == "eng" and "premium" in m["tokenization"]["table"]["target"]
     assert m["reference"]["dev"]["bits_per_byte"] > 0
+    from xlt.adapt.precision import bf16_support
+
+    ok, why = bf16_support()
+    assert m["precision"] == {"requested": "auto", "train": "bf16" if ok else "fp32", "eval": "fp32", "device": "cpu",
+                              "bf16_supported": ok, "reason": why, "note": m["precision"]["note"]}
+    assert m["settings"]["train"]["precision"] == m["precision"]["train"]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "steps-saved ratio" in html and "http" not in html.split("<body>")[1]
 
@@ -288,3 +294,17 @@ def test_settings_object_and_keywords_give_the_same_run_settings(tiny_source_dir
     with pytest.raises(XltError, match=r"unknown option 'wechsel_kk'") as e:
         AdaptSettings.create(init="overlap,wechsel", init_options={"wechsel_kk": 5})
     assert "did you mean wechsel_k?" in e.value.fix
+
+
+def test_auto_precision_is_fp32_without_bf16_hardware_and_says_why(monkeypatch):
+    from xlt.adapt import AdaptSettings, precision
+    from xlt.adapt.pipeline import precision_record
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(precision, "device_type", lambda: "cpu")
+    s = AdaptSettings.create(init="overlap")
+    rec = precision_record(s)
+    assert s.train.precision == "fp32" and rec["train"] == "fp32" and rec["bf16_supported"] is False
+    assert "none of avx512_bf16, amx_bf16" in rec["reason"]
+    with pytest.raises(XltError, match="--precision bf16 was asked for"):
+        AdaptSettings.create(init="overlap", precision="bf16")

@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ class AdaptSettings:
     methods: list[str] = field(default_factory=lambda: ["full"])
     method_options: dict = field(default_factory=dict)
     multihead: bool = False
+    precision: str = "auto"  # as asked; train.precision holds what it resolved to on this machine
+    eval_precision: str = "fp32"  # resolved: fp32 or bf16
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -73,10 +76,13 @@ class AdaptSettings:
                save_every: int | None = None, seed: int = 0, source_lang: str = "en", samples: int = 3,
                init_options: dict | None = None, loo_tokens: int = 200, romanize: bool = False,
                method: str | list[str] = "full", method_options: dict | None = None,
-               multihead: bool = False) -> "AdaptSettings":
+               multihead: bool = False, precision: str = "auto", eval_precision: str = "fp32") -> "AdaptSettings":
         """Checked settings: ``stage1_steps`` defaults to a third of ``steps``, ``eval_every`` to a tenth,
         ``save_every`` to ``eval_every``; init and method names, their ``-O``/``-M`` options and the language codes
-        are validated (one clear error for a typo)."""
+        are validated (one clear error for a typo). ``precision`` (training) and ``eval_precision`` (bits/byte) are
+        ``auto``, ``fp32`` or ``bf16`` (:mod:`xlt.adapt.precision`): ``auto`` is resolved here, for this machine."""
+        from xlt.adapt.precision import resolve_precision
+
         inits = parse_inits(init)
         from xlt.adapt.methods import parse_methods
 
@@ -85,13 +91,14 @@ class AdaptSettings:
         cfg = TrainConfig(steps=steps, stage1_steps=steps // 3 if stage1_steps is None else stage1_steps,
                           batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
                           embedding_lr=embedding_lr, eval_every=eval_every, save_every=save_every or eval_every,
-                          seed=seed)
+                          seed=seed, precision=resolve_precision(precision).used)
         settings = cls(source=str(source), target=resolve(target).code, corpus=str(corpus), inits=inits,
                        source_lang=resolve(source_lang).code, vocab_size=vocab_size, eval_max_bytes=eval_max_bytes,
                        samples=samples,
                        init_options={k: (str(v) if isinstance(v, Path) else v) for k, v in (init_options or {}).items()},
                        loo_tokens=loo_tokens, romanize=romanize, methods=methods,
-                       method_options=dict(method_options or {}), multihead=multihead, train=cfg)
+                       method_options=dict(method_options or {}), multihead=multihead, precision=precision,
+                       eval_precision=resolve_precision(eval_precision, what="--eval-precision").used, train=cfg)
         settings.check()
         return settings
 
@@ -256,15 +263,16 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     # -- the no-transfer reference (cached) and the tokenization table ----------------------------
     ref_path = work / "reference.json"
     window = settings.eval_window
+    bpb = partial(bits_per_byte, precision=settings.eval_precision)
     if main and not ref_path.is_file():
         log.info("evaluating the source model with its own tokenizer (no-transfer reference)")
         src_model = load_model(src_folder, allow_pickle=allow_pickle)
         write_json_atomic(ref_path, {
-            "dev": bits_per_byte(src_model, src_tok, dev_texts, window, split="dev").as_dict(),
-            "test": bits_per_byte(src_model, src_tok, test_texts, window, split="test").as_dict(),
+            "dev": bpb(src_model, src_tok, dev_texts, window, split="dev").as_dict(),
+            "test": bpb(src_model, src_tok, test_texts, window, split="test").as_dict(),
             "samples": greedy_samples(src_model, src_tok, prompts_from(test_texts, settings.samples)),
-            **({"native_script_dev": bits_per_byte(src_model, src_tok, native_dev, window, split="dev").as_dict(),
-                "native_script_test": bits_per_byte(src_model, src_tok, native_test, window, split="test").as_dict()}
+            **({"native_script_dev": bpb(src_model, src_tok, native_dev, window, split="dev").as_dict(),
+                "native_script_test": bpb(src_model, src_tok, native_test, window, split="test").as_dict()}
                if settings.romanize else {}),
         })
         del src_model
@@ -290,6 +298,7 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
         tokenization = _tokenization(corp, tgt, src_lang, src_tok, tgt_tok)
         metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
         metrics["source_model"] = describe_source(settings.source, src_folder)
+        metrics["precision"] = precision_record(settings)
         write_json_atomic(out / "metrics.json", metrics)
         from xlt.report import write_report
 
@@ -331,6 +340,16 @@ def _tokenization(corp, tgt, src_lang, src_tok, tgt_tok) -> dict:
 def run_name(init: str, method: str) -> str:
     """Folder and summary key of one (init, method) pair: the init's name for ``full``, ``<init>+<method>`` otherwise."""
     return init if method == "full" else f"{init}+{method}"
+
+
+def precision_record(settings: AdaptSettings) -> dict:
+    """What training and evaluation ran in, and why (``auto`` resolved on this machine)."""
+    from xlt.adapt.precision import bf16_support, device_type
+
+    ok, why = bf16_support()
+    return {"requested": settings.precision, "train": settings.train.precision, "eval": settings.eval_precision,
+            "device": device_type(), "bf16_supported": ok, "reason": why,
+            "note": "bf16 = autocast of the forward pass to bfloat16; weights and optimizer state stay fp32"}
 
 
 def describe_source(name: str, folder: Path) -> dict:
@@ -383,7 +402,7 @@ def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
         log.info("[%s] embeddings initialised in %.1fs: %s", key, t_map, mapping.summary()["rows_by_evidence"])
 
     def evaluate(m, step):
-        r = bits_per_byte(m, tgt_tok, ctx.dev_texts, settings.eval_window, split="dev")
+        r = bits_per_byte(m, tgt_tok, ctx.dev_texts, settings.eval_window, split="dev", precision=settings.eval_precision)
         return {"bits_per_byte": r.bits_per_byte, "signature": r.signature}
 
     n_stage1 = sum(p.numel() for p in _emb(model))
@@ -396,7 +415,8 @@ def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
     if not state.is_main_process:
         state.wait_for_everyone()
         return {}
-    test = bits_per_byte(model, tgt_tok, ctx.test_texts, settings.eval_window, split="test").as_dict()
+    test = bits_per_byte(model, tgt_tok, ctx.test_texts, settings.eval_window, split="test",
+                         precision=settings.eval_precision).as_dict()
     samples = greedy_samples(model, tgt_tok, prompts_from(ctx.test_texts, settings.samples))
     from xlt.options import as_dict
 
@@ -503,7 +523,7 @@ def _metrics(settings, corp, tgt, reference, tokenization, results, train_tokens
                              "start token, e.g. Gemma's <bos>, where it starts every text with one)",
             "signature": "how a number was computed, as key:value fields (sacrebleu style): bpb|window|join (how documents "
                          "are joined)|boundary (the token before the first document)|start (the token every window starts with, "
-                         "if any)|bytes (the denominator)|split|tok "
+                         "if any)|bytes (the denominator)|split|precision (only where the forward pass ran in bf16)|tok "
                          "(SHA-256 of the tokenizer JSON, 12 hex digits)|model (SHA-256 of the model's tensors)|xlt "
                          "version; a transfer mapping's: init|options hash|source and target tokenizer hashes|corpus|"
                          "languages|seed",

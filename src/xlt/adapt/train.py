@@ -1,8 +1,8 @@
 """Continued training of a transferred model: stage 1 embeddings only, stage 2 the whole model.
 
-Runs through ``accelerate`` (``accelerate launch`` spreads it over several GPUs unchanged; bf16 on GPU,
-fp32 on CPU). AdamW with linear warmup and cosine decay per stage, gradient accumulation, packed
-sequences, evaluation every N steps, checkpoints, and exact resume: a run interrupted and resumed
+Runs through ``accelerate`` (``accelerate launch`` spreads it over several GPUs unchanged). ``precision`` is fp32 or
+bf16 autocast with fp32 master weights and optimizer state (:mod:`xlt.adapt.precision` resolves ``auto``). AdamW
+with linear warmup and cosine decay per stage, gradient accumulation, packed sequences, evaluation every N steps, checkpoints, and exact resume: a run interrupted and resumed
 produces the same loss curve and weights as one that was not (checkpoints hold the weights, the optimizer and
 scheduler states and every random generator's state: torch CPU and CUDA, numpy, Python).
 """
@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from xlt.adapt.data import PackedBlocks
+from xlt.adapt.precision import autocast
 from xlt.errors import XltError
 
 
@@ -39,6 +40,7 @@ class TrainConfig:
     eval_every: int = 50
     save_every: int = 50
     seed: int = 0
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimizer state stay fp32)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -49,6 +51,9 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "seq_len", "eval_every", "save_every"):
             if getattr(self, name) < 1:
                 raise XltError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive value")
+        if self.precision not in ("fp32", "bf16"):
+            raise XltError(f"training precision {self.precision!r} is not fp32 or bf16",
+                           "resolve 'auto' with xlt.adapt.precision.resolve_precision first")
 
 
 class TrainingInterrupted(Exception):
@@ -131,7 +136,9 @@ class Trainer:
         # make_optimizer(groups, **adamw_kwargs) and after_step(model); see xlt.adapt.methods
         self.method = method
         cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+        # mixed precision is our own autocast around the forward pass (accelerate's would also wrap the forward of the
+        # model handed back, so evaluation would run in bf16 too)
+        self.accelerator = Accelerator(mixed_precision="no", cpu=not cuda)
         self.model = model
         self.history: dict[str, list] = {"train": [], "eval": []}
         self.step = 0
@@ -161,7 +168,10 @@ class Trainer:
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         make = getattr(self.method, "make_optimizer", None) if stage == 2 else None
-        opt = (make or torch.optim.AdamW)(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        # bf16 runs use the fused AdamW kernel (measured: 0.13 s instead of 0.24 s per step for SmolLM2 on 2 cores); fp32
+        # keeps the for-each kernel, whose results fp32 runs have always had (the two differ in the last bits)
+        fused = {"fused": True} if make is None and self.cfg.precision == "bf16" else {}
+        opt = (make or torch.optim.AdamW)(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **fused)
         n = self.cfg.stage1_steps if stage == 1 else self.cfg.steps - self.cfg.stage1_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(n, self.cfg.warmup))
         acc.free_memory()
@@ -259,8 +269,9 @@ class Trainer:
                     batch = self.blocks.batch(self.step, micro, cfg.grad_accum, cfg.batch_size,
                                               acc.process_index, acc.num_processes).to(acc.device)
                     sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.model)
-                    with sync, acc.autocast():
-                        loss = self.model(input_ids=batch, labels=batch).loss / cfg.grad_accum
+                    with sync:
+                        with autocast(cfg.precision, acc.device.type):
+                            loss = self.model(input_ids=batch, labels=batch).loss / cfg.grad_accum
                         acc.backward(loss)
                     total += loss.detach()
                 params = [p for p in self.model.parameters() if p.requires_grad]

@@ -57,6 +57,8 @@ def adapt(
                                                       help="KEY=VALUE for the methods (repeatable; `xlt methods` lists each one's options), e.g. -M r=8 -M density=0.01."),
     overwrite: bool = typer.Option(False, help="Start over: replace what --out holds (a finished or an interrupted run)."),
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
+    precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16, else fp32) | fp32 | bf16. bf16 is autocast; weights and optimizer state stay fp32."),
+    eval_precision: str = typer.Option("fp32", help="Bits/byte arithmetic: fp32 (comparable across machines) | bf16 | auto."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Adapt a source LM to a target language: new tokenizer, embedding init(s), continued training, report.
@@ -71,7 +73,7 @@ def adapt(
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary, "-O"),
         loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option, None, "-M"),
-        multihead=multihead)
+        multihead=multihead, precision=precision, eval_precision=eval_precision)
     run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress)
 
 

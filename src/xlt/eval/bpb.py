@@ -91,13 +91,14 @@ def _role(tokenizer, tid: int) -> str:
     return f"{role}={tid}"
 
 
-def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None) -> str:
+def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None, precision: str = "fp32") -> str:
     from xlt.signature import Signature, model_hash, tokenizer_hash
 
     start = start_token_ids(tokenizer)
     return str(Signature("bpb", window=window, join="newline", boundary=_role(tokenizer, first_token_ids(tokenizer)[-1]),
                          start=",".join(_role(tokenizer, t) for t in start) or None, bytes=nbytes,
-                         split=split or "-", tok=tokenizer_hash(tokenizer), model=model_hash(model)))
+                         split=split or "-", precision=None if precision == "fp32" else precision,
+                         tok=tokenizer_hash(tokenizer), model=model_hash(model)))
 
 
 #: the most logits one forward pass may hold (bytes); models with large vocabularies score fewer windows at a time
@@ -106,10 +107,13 @@ LOGITS_BUDGET = 1 << 30
 
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_size: int = 4,
-                  device: str | torch.device | None = None, split: str | None = None) -> BpbResult:
+                  device: str | torch.device | None = None, split: str | None = None,
+                  precision: str = "fp32") -> BpbResult:
     """Bits per UTF-8 byte of ``model`` on ``texts`` (see the module docstring for the exact procedure).
 
-    ``split`` names the held-out split in the result's signature."""
+    ``split`` names the held-out split in the result's signature; ``precision="bf16"`` runs the forward pass under
+    bf16 autocast (the log-softmax stays fp32) and says so in the signature."""
+    from xlt.adapt.precision import autocast
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise XltError("no held-out text to evaluate on", "give a corpus whose dev/test split has text")
@@ -142,11 +146,12 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
             inp[r, k: k + n] = ids_t[s: s + n]
             tgt[r, k: k + n] = ids_t[s + 1: s + n + 1]
             att[r, : k + n] = 1
-        logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
+        with autocast(precision, torch.device(device).type):
+            logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.to(device).reshape(-1),
                                                 ignore_index=-100, reduction="sum")
         total += nll.item()
     if was_training:
         model.train()
     return BpbResult(total / math.log(2) / nbytes, total, n_pred, nbytes, window,
-                     bpb_signature(model, tokenizer, window, nbytes, split))
+                     bpb_signature(model, tokenizer, window, nbytes, split, precision))

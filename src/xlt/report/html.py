@@ -188,6 +188,11 @@ def render(metrics: dict) -> str:
     if "signature" in defs:
         parts.append(f"<p class='how'>{html.escape(defs['signature'])}. Every evaluation in metrics.json carries its "
                      "own.</p>")
+    prec = metrics.get("precision")
+    if prec:
+        parts.append(f"<p>Arithmetic: training in {html.escape(prec['train'])} (asked: {html.escape(prec['requested'])}; "
+                     f"{html.escape(prec['reason'])}), evaluation in {html.escape(prec['eval'])}, on "
+                     f"{html.escape(prec['device'])}. {html.escape(prec['note'])}.</p>")
 
     parts.append("<h2>Settings</h2>")
     parts.append(f"<pre>{html.escape(json.dumps({'settings': s, 'corpus': metrics['corpus']}, indent=2, ensure_ascii=False))}</pre>")
