@@ -90,8 +90,9 @@ def main() -> None:
         subprocess.run(cmd, check=True)
         print(f"probe took {time.time() - t0:.0f} s", flush=True)
     result = estimate(run)
-    result.update(benchmark="quickstart", command=shlex.join(["python"] + (cmd or probe_command(
-        result["probe"]["steps"], "RUN"))[1:]), machine=machine_info(), date=time.strftime("%Y-%m-%d"))
+    # the probe's command with its run folder as RUN (a temporary folder of this machine)
+    result.update(benchmark="quickstart", command=shlex.join(["python"] + probe_command(result["probe"]["steps"],
+                  "RUN")[1:]), machine=machine_info(), date=time.strftime("%Y-%m-%d"))
     p, tot = result["probe"], result["estimate_seconds_total"]
     print(f"probe: {p['steps']} steps ({p['stage1_steps']} embedding-only) at {p['batch_size']} × {p['seq_len']}: "
           f"{p['seconds_per_step_stage1']:.1f} s/step in stage 1, {p['seconds_per_step_stage2']:.1f} s/step in "

@@ -297,7 +297,15 @@ def main() -> None:
               f"{row['wall_seconds']:.0f} s", flush=True)
     settings = {k: getattr(a, k) for k in ("source", "target", "corpus", "vocab_size", "steps", "stage1_steps",
                                            "batch_size", "seq_len", "eval_max_bytes")}
-    res = {"benchmark": "train", "command": "python bench/train.py " + " ".join(sys.argv[1:]), "settings": settings,
+    argv, skip = [], False  # the command as run, without this machine's paths (--work, --json)
+    for x in sys.argv[1:]:
+        if skip or x.startswith(("--work=", "--json=")):
+            skip = False
+            continue
+        skip = x in ("--work", "--json")
+        if not skip:
+            argv.append(x)
+    res = {"benchmark": "train", "command": " ".join(["python bench/train.py"] + argv), "settings": settings,
            "precision": resolve_precision("auto").as_dict(), "machine": machine_info(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "rows": rows}
     out = Path(a.json)

@@ -36,6 +36,7 @@ from xlt.languages import resolve
 from xlt.models import check_model_folder, load_model, load_tokenizer, resolve_source
 from xlt.util import atomic_dir, write_json_atomic
 from xlt.vocab import TransferContext, build_mapping, parse_inits, train_tokenizer, transfer_model
+from xlt.vocab.mapping import TransferMapping
 from xlt.vocab.compare import leave_one_out
 from xlt.vocab.tokenizer import min_vocab_size
 
@@ -239,9 +240,11 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     src_tok = load_tokenizer(src_folder)
     if settings.vocab_size < min_vocab_size(src_tok):
         train_tokenizer(src_tok, ["x"], settings.vocab_size)  # raises the precise error
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()  # under `accelerate launch`, only the main process writes files
+    # under `accelerate launch` (or torchrun), only the main process writes files; on CPUs the processes talk gloo
+    state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
     work = out / ".work"
     if main:
@@ -392,10 +395,20 @@ def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
     t_loaded = time.time()
     source_head = model.get_output_embeddings().weight.detach().clone() if settings.multihead else None
     n_loo = settings.loo_tokens
-    loo = leave_one_out(name, tctx, model.get_input_embeddings().weight, n_loo, init_options) if n_loo else None
-    t_loo = time.time() - t_loaded
-    mapping = build_mapping(name, tctx, init_options)
-    mapping.signature = mapping_signature(mapping, ctx)
+    # the mapping (fastText, alignments, ...) is computed once, by the main process; the others read it
+    shared = ctx.work / key / "shared_mapping.npz"
+    loo, t_loo = None, 0.0
+    if state.is_main_process:
+        loo = leave_one_out(name, tctx, model.get_input_embeddings().weight, n_loo, init_options) if n_loo else None
+        t_loo = time.time() - t_loaded
+        mapping = build_mapping(name, tctx, init_options)
+        mapping.signature = mapping_signature(mapping, ctx)
+        if state.num_processes > 1:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            mapping.save(shared)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        mapping = TransferMapping.load(shared)
     transfer_model(model, tgt_tok, mapping, seed=cfg.seed)
     t_map = time.time() - t_loaded - t_loo
     if state.is_main_process:

@@ -175,7 +175,10 @@ class Trainer:
         n = self.cfg.stage1_steps if stage == 1 else self.cfg.steps - self.cfg.stage1_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(n, self.cfg.warmup))
         acc.free_memory()
-        self.model, self.opt, self.sched = acc.prepare(model, opt, sched)
+        # the scheduler stays ours: accelerate's would advance it once per process at every step, so N processes
+        # would run the schedule N times too fast (the per-process batch is fixed; the global batch grows with N)
+        self.model, self.opt = acc.prepare(model, opt)
+        self.sched = sched
         self._stage = stage
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -198,7 +201,8 @@ class Trainer:
             torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                         "rng": rng_state()}, tmp / "optimizer.pt")
             (tmp / "trainer.json").write_text(json.dumps(
-                {"step": self.step, "stage": self._stage, "config": asdict(self.cfg), "history": self.history}))
+                {"step": self.step, "stage": self._stage, "config": asdict(self.cfg), "history": self.history,
+                 "processes": acc.num_processes}))
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
             for old in self.ckpt_dir.glob("step-*"):
@@ -216,6 +220,12 @@ class Trainer:
             diff = {k: (v, getattr(self.cfg, k)) for k, v in asdict(saved).items() if getattr(self.cfg, k) != v}
             raise XltError(f"checkpoint {path} was made with other training settings: {diff}",
                            "resume with the same settings, or start over with --overwrite")
+        n = meta.get("processes", 1)
+        if n != self.accelerator.num_processes:
+            raise XltError(f"checkpoint {path} was made by {n} process(es), this run has "
+                           f"{self.accelerator.num_processes}: the data each process reads depends on their number",
+                           f"resume with {n} process(es) (accelerate launch --num_processes {n}), or start over with "
+                           "--overwrite")
         self.step = meta["step"]
         self.history = meta["history"]
         self._setup_stage(self._stage_of(self.step) if self.step < self.cfg.steps else 2)

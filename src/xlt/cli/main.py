@@ -201,7 +201,10 @@ def setup_logging(console: Console = err) -> None:
         h.setFormatter(logging.Formatter("xlt %(message)s"))
         h._xlt_cli = True
         logger.addHandler(h)
-    logger.setLevel(logging.INFO)
+    # under `accelerate launch` / torchrun only the first process reports progress; the others say only what is wrong
+    import os
+
+    logger.setLevel(logging.INFO if int(os.environ.get("RANK", "0") or 0) == 0 else logging.WARNING)
 
 
 def main() -> None:
