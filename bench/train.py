@@ -96,7 +96,7 @@ def _stage_schedule(a, stage: int):
 
 # -- runners (each in its own process) -------------------------------------------------------------------------
 def run_xlt(a, model, blocks, precision: str) -> list[dict]:
-    from xlt.adapt.precision import resolve_precision
+    from xlt.precision import resolve_precision
     from xlt.adapt.train import TrainConfig, Trainer
 
     cfg = TrainConfig(steps=a.steps, stage1_steps=a.stage1_steps, batch_size=a.batch_size, seq_len=a.seq_len,
@@ -271,7 +271,7 @@ def main() -> None:
         return child(a)
     if a.render_only:
         return print(render(json.loads(Path(a.json).read_text())))
-    from xlt.adapt.precision import resolve_precision
+    from xlt.precision import resolve_precision
     from xlt.util import machine_info
 
     runners = [r for r in a.runners.split(",") if r]

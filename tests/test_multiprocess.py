@@ -22,13 +22,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out, tiny_source_dir, parallel_jsonl, extra=()):
+def _torchrun(*args):
+    """``args`` run as 2 CPU processes (gloo), one thread each."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "xlt.cli.main", "adapt", "--source", str(tiny_source_dir),
-           "--corpus", str(parallel_jsonl), "--out", str(out), "--batch-size", "2", "--no-progress",
-           *[f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()], *extra]
+           "--master_port", str(_free_port()), *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _launch(out, tiny_source_dir, parallel_jsonl):
+    return _torchrun("-m", "xlt.cli.main", "adapt", "--source", tiny_source_dir, "--corpus", parallel_jsonl,
+                     "--out", out, "--batch-size", "2", "--no-progress",
+                     *[f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()])
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +103,9 @@ def test_two_process_run_interrupted_and_resumed_equals_the_uninterrupted_one(tw
     out = tmp_path / "sw"
     kw = dict(ARGS, source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=str(out), batch_size=2,
               show_progress=False)
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
     def launch(**extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), str(script), json.dumps({**kw, **extra})]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        return _torchrun(script, json.dumps({**kw, **extra}))
 
     first = launch(interrupt_at=4)
     assert first.returncode != 0 and any((out / ".work").rglob("step-*")), first.stderr[-2000:]

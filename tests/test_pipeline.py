@@ -50,7 +50,7 @@ def test_metrics_are_complete_and_consistent(finished_run):
     assert c["bits_per_byte_lower_by"] == pytest.approx(m["summary"]["random"]["bpb_step0"] - m["summary"]["overlap"]["bpb_step0"])
     assert m["tokenization"]["parallel_with"] == "eng" and "premium" in m["tokenization"]["table"]["target"]
     assert m["reference"]["dev"]["bits_per_byte"] > 0
-    from xlt.adapt.precision import bf16_support
+    from xlt.precision import bf16_support
 
     ok, why = bf16_support()
     assert m["precision"] == {"requested": "auto", "train": "bf16" if ok else "fp32", "eval": "fp32", "device": "cpu",
@@ -297,7 +297,8 @@ def test_settings_object_and_keywords_give_the_same_run_settings(tiny_source_dir
 
 
 def test_auto_precision_is_fp32_without_bf16_hardware_and_says_why(monkeypatch):
-    from xlt.adapt import AdaptSettings, precision
+    from xlt import precision
+    from xlt.adapt import AdaptSettings
     from xlt.adapt.pipeline import precision_record
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from xlt.adapt import PackedBlocks, TrainConfig, Trainer, TrainingInterrupted
-from xlt.adapt import precision as P
+from xlt import precision as P
 from xlt.adapt.train import _schedule
 from xlt.arch import embedding_parameters
 from xlt.errors import XltError

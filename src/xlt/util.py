@@ -97,17 +97,15 @@ def machine_info(packages: tuple[str, ...] = ("torch", "transformers", "tokenize
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
+    from xlt.precision import cpu_flags
+
     cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and cpu in ("", platform.machine(), platform.processor()):
-                    cpu = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = [f for f in line.split(":", 1)[1].split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")]
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
     mem = None
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:

@@ -81,8 +81,8 @@ class AdaptSettings:
         """Checked settings: ``stage1_steps`` defaults to a third of ``steps``, ``eval_every`` to a tenth,
         ``save_every`` to ``eval_every``; init and method names, their ``-O``/``-M`` options and the language codes
         are validated (one clear error for a typo). ``precision`` (training) and ``eval_precision`` (bits/byte) are
-        ``auto``, ``fp32`` or ``bf16`` (:mod:`xlt.adapt.precision`): ``auto`` is resolved here, for this machine."""
-        from xlt.adapt.precision import resolve_precision
+        ``auto``, ``fp32`` or ``bf16`` (:mod:`xlt.precision`): ``auto`` is resolved here, for this machine."""
+        from xlt.precision import resolve_precision
 
         inits = parse_inits(init)
         from xlt.adapt.methods import parse_methods
@@ -347,7 +347,7 @@ def run_name(init: str, method: str) -> str:
 
 def precision_record(settings: AdaptSettings) -> dict:
     """What training and evaluation ran in, and why (``auto`` resolved on this machine)."""
-    from xlt.adapt.precision import bf16_support, device_type
+    from xlt.precision import bf16_support, device_type
 
     ok, why = bf16_support()
     return {"requested": settings.precision, "train": settings.train.precision, "eval": settings.eval_precision,

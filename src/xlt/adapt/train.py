@@ -1,10 +1,11 @@
 """Continued training of a transferred model: stage 1 embeddings only, stage 2 the whole model.
 
 Runs through ``accelerate`` (``accelerate launch`` spreads it over several GPUs unchanged). ``precision`` is fp32 or
-bf16 autocast with fp32 master weights and optimizer state (:mod:`xlt.adapt.precision` resolves ``auto``). AdamW
-with linear warmup and cosine decay per stage, gradient accumulation, packed sequences, evaluation every N steps, checkpoints, and exact resume: a run interrupted and resumed
-produces the same loss curve and weights as one that was not (checkpoints hold the weights, the optimizer and
-scheduler states and every random generator's state: torch CPU and CUDA, numpy, Python).
+bf16 autocast with fp32 master weights and optimizer state (:mod:`xlt.precision` resolves ``auto``). AdamW
+with linear warmup and cosine decay per stage, gradient accumulation, packed sequences, evaluation every N steps,
+checkpoints, and exact resume: a run interrupted and resumed produces the same loss curve and weights as one that
+was not (checkpoints hold the weights, the optimizer and scheduler states and every random generator's state: torch
+CPU and CUDA, numpy, Python).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Callable
 import torch
 
 from xlt.adapt.data import PackedBlocks
-from xlt.adapt.precision import autocast
+from xlt.precision import autocast
 from xlt.errors import XltError
 
 
@@ -53,7 +54,7 @@ class TrainConfig:
                 raise XltError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive value")
         if self.precision not in ("fp32", "bf16"):
             raise XltError(f"training precision {self.precision!r} is not fp32 or bf16",
-                           "resolve 'auto' with xlt.adapt.precision.resolve_precision first")
+                           "resolve 'auto' with xlt.precision.resolve_precision first")
 
 
 class TrainingInterrupted(Exception):

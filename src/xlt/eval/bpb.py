@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from xlt.errors import XltError
+from xlt.precision import autocast
 
 
 def start_token_ids(tokenizer) -> list[int]:
@@ -113,7 +114,6 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
 
     ``split`` names the held-out split in the result's signature; ``precision="bf16"`` runs the forward pass under
     bf16 autocast (the log-softmax stays fp32) and says so in the signature."""
-    from xlt.adapt.precision import autocast
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise XltError("no held-out text to evaluate on", "give a corpus whose dev/test split has text")
