@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e .[dev]
+	$(BIN)/pip install -q -e .[dev,eval]
 	touch $@
 
 venv: $(BIN)/.installed

@@ -137,6 +137,64 @@ def merges():
     print_registry(MERGES, "KEY: VALUE under parameters: in the merge config (per-model ones under models[*].parameters)")
 
 
+@app.command()
+def evals():
+    """List the registered evaluation suites and their options (for xlt evaluate -O KEY=VALUE)."""
+    from xlt.eval.registry import SUITES
+
+    print_registry(SUITES, "-O KEY=VALUE to xlt evaluate (one set for all the suites; each takes its own keys)")
+
+
+@app.command()
+def evaluate(
+    models: Optional[list[str]] = typer.Argument(None, help="Models: packaged names (smollm2, gemma3), HF folders, or `xlt adapt` run folders (each of its models and its source)."),
+    langs: str = typer.Option("bible", help="Comma-separated languages (ISO 639-1/3), or bible for all of the corpus's."),
+    suite: Optional[str] = typer.Option(None, help="Comma-separated suites (`xlt evals`); if not given: bpb,tokenizer, plus forgetting for a run folder."),
+    out: Path = typer.Option(Path("runs/eval"), help="Folder for metrics.json and report.html."),
+    corpus: str = typer.Option("bible", help="Held-out text: bible | text:PATH | jsonl:PATH[#FIELD] | hf:PATH[#COLUMN]."),
+    split: str = typer.Option("test", help="Held-out split (dev | test)."),
+    max_bytes: int = typer.Option(8000, help="Held-out text per language (UTF-8 bytes, whole documents)."),
+    bpb_mode: Optional[str] = typer.Option(None, help="stream (xlt adapt's definition, default) | documents (lm-eval's loglikelihood_rolling bits_per_byte). Same as -O bpb_mode=..."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-O", help="KEY=VALUE for the suites (repeatable; `xlt evals` lists them)."),
+    seed: int = typer.Option(0, help="Seed for everything a suite draws."),
+    precision: str = typer.Option("fp32", help="Forward-pass arithmetic: fp32 | bf16 (marked in each signature)."),
+    overwrite: bool = typer.Option(False, help="Replace what --out holds."),
+    allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+):
+    """Score models in many languages: bits/byte, tokenizer premium, forgetting, parity (see `xlt evals`).
+
+    Writes OUT/metrics.json (every score with its n, direction and signature) and OUT/report.html.
+    """
+    from xlt.eval.evaluate import evaluate as run_eval
+
+    opts = parse_options(option, None, "-O")
+    if bpb_mode is not None:
+        opts["bpb_mode"] = bpb_mode
+    res = run_eval(models or [], langs, suite, out, corpus=corpus, split=split, max_bytes=max_bytes, options=opts,
+                   seed=seed, precision=precision, allow_pickle=allow_pickle, overwrite=overwrite,
+                   show_progress=progress)
+    _print_scores(res.scores)
+    import logging
+
+    logging.getLogger("xlt").info("report: %s", (res.out / "report.html").resolve())
+
+
+def _print_scores(scores) -> None:
+    from rich.table import Table
+
+    for metric in scores.metrics():
+        table = scores.table(metric)
+        langs = sorted({lang for row in table.values() for lang in row})
+        t = Table(title=f"{metric} ({'higher' if scores.direction(metric) else 'lower'} is better)")
+        t.add_column("model")
+        for lang in langs:
+            t.add_column(lang, justify="right")
+        for m, row in table.items():
+            t.add_row(m, *[f"{row[lang]:.4g}" if lang in row else "—" for lang in langs])
+        out.print(t)
+
+
 @models_app.command("prepare")
 def models_prepare(
     name: str = typer.Argument("smollm2", help="Packaged model to convert (one of `xlt models list`)."),

@@ -89,3 +89,57 @@ def bpb_vs_parameters(points: dict[str, tuple[int, float, float | None]], refere
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _fig_bytes(fig)
+
+
+def heatmap(table: dict[str, dict[str, float]], title: str, higher_is_better: bool) -> bytes:
+    """A language × model heatmap of one metric, each cell labelled with its value (greener = better)."""
+    import numpy as np
+
+    models = list(table)
+    langs = sorted({lang for row in table.values() for lang in row})
+    data = np.array([[table[m].get(lang, np.nan) for lang in langs] for m in models], dtype=float)
+    fig, ax = _axes((max(4.0, 0.75 * len(langs) + 2.5), max(2.0, 0.45 * len(models) + 1.2)))
+    im = ax.imshow(data, cmap="RdYlGn" if higher_is_better else "RdYlGn_r", aspect="auto")
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_yticks(range(len(models)), models)
+    for i in range(len(models)):
+        for j in range(len(langs)):
+            if not np.isnan(data[i, j]):
+                ax.text(j, i, f"{data[i, j]:.3g}", ha="center", va="center", fontsize=8)
+    ax.set_title(f"{title} ({'higher' if higher_is_better else 'lower'} is better)")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    return _fig_bytes(fig)
+
+
+def range_bars(rows: list[tuple[str, float, float, float, float]], title: str, xlabel: str) -> bytes:
+    """One horizontal bar per (label, mean, 2·SE, min, max): the mean with ± 2·SE error bars, min and max as ticks."""
+    fig, ax = _axes((7.0, max(1.8, 0.45 * len(rows) + 1.0)))
+    ys = list(range(len(rows)))
+    ax.barh(ys, [r[1] for r in rows], xerr=[r[2] for r in rows], color="#8fb3d9", capsize=3)
+    ax.scatter([r[3] for r in rows], ys, marker="|", s=200, color="#c0392b", label="min")
+    ax.scatter([r[4] for r in rows], ys, marker="|", s=200, color="#27ae60", label="max")
+    ax.set_yticks(ys, [r[0] for r in rows])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return _fig_bytes(fig)
+
+
+def grouped_bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, ref_line: float | None = None) -> bytes:
+    """Bars grouped by the outer key (one colour per inner key), with an optional horizontal reference line."""
+    import numpy as np
+
+    outer = list(groups)
+    inner = sorted({k for g in groups.values() for k in g})
+    fig, ax = _axes((max(5.0, 0.6 * len(outer) * max(1, len(inner)) / 2 + 3), 3.6))
+    w = 0.8 / max(1, len(inner))
+    for i, k in enumerate(inner):
+        ax.bar(np.arange(len(outer)) + i * w - 0.4 + w / 2, [groups[o].get(k, np.nan) for o in outer], w, label=k)
+    if ref_line is not None:
+        ax.axhline(ref_line, color="#555", ls="--", lw=1)
+    ax.set_xticks(range(len(outer)), outer, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(inner) > 1:
+        ax.legend(fontsize=8)
+    return _fig_bytes(fig)
