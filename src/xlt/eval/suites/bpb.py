@@ -21,11 +21,14 @@ class BpbOptions:
 
 
 def per_model(ctx, m, opts: BpbOptions) -> LangScores:
+    from xlt.signature import model_hash
+
     model, tok = m.load()
     out = LangScores()
+    mh = model_hash(model)  # the weights do not change between languages: hash them once
     for lang in ctx.langs:
         r = bits_per_byte(model, tok, ctx.texts(lang), window=opts.bpb_window, split=ctx.split,
-                          precision=ctx.precision, mode=opts.bpb_mode)
+                          precision=ctx.precision, mode=opts.bpb_mode, model_hash=mh)
         out.add(Score(m.name, lang.code, "bpb", r.bits_per_byte, n=r.bytes, n_unit="bytes",
                       higher_is_better=False, suite="bpb", signature=r.signature))
     return out

@@ -1,0 +1,89 @@
+"""``tasks``: lm-evaluation-harness tasks on every model, offline (:mod:`xlt.eval.harness`).
+
+``tasks=bible`` (the default) builds xlt's own multiple-choice tasks from the installed Bibles for every evaluated
+language (:mod:`xlt.eval.bible_tasks`: ``xlt_bible_next_<lang>``, a verse then its next verse among 4, and
+``xlt_bible_cloze_<lang>``, a verse's first half then its second half among 4; the same verse keys and answer
+positions in every language). Other names are lm-eval tasks, from lm-eval itself when their data is on this machine or
+from YAML files in ``task_dir``; each task is checked before any model loads. A task's language comes from its name
+(``xnli_sw`` → swh); its metric is named ``<task without the language>/<metric>`` (``bible_next/acc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xlt.errors import XltError
+from xlt.eval.registry import register_suite
+from xlt.eval.scores import LangScores, Score
+from xlt.options import option, positive
+
+
+@dataclass
+class TasksOptions:
+    tasks: str = option("bible", "comma-separated lm-eval tasks; 'bible' = xlt's Bible next-verse and cloze tasks in "
+                                 "every evaluated language")
+    task_dir: str = option("", "a folder of lm-eval task YAML files (local data) to add to lm-eval's own")
+    task_n: int = option(40, "items per Bible task", check=positive)
+    task_limit: int = option(0, "score only the first N items of each task (0: all)")
+    task_batch: int = option(8, "lm-eval batch size", check=positive)
+
+
+def _task_list(ctx, opts: TasksOptions) -> tuple[list[str], list[str]]:
+    """The task names and include folders (the Bible tasks built into the cache first)."""
+    names, paths = [], []
+    for t in (x.strip() for x in opts.tasks.split(",") if x.strip()):
+        if t == "bible":
+            from xlt.corpora.bible import BibleCorpus
+            from xlt.eval.bible_tasks import build_bible_tasks
+
+            corpus = ctx.corpus if isinstance(ctx.corpus, BibleCorpus) else None
+            built = build_bible_tasks([lang.code for lang in ctx.langs], n=opts.task_n, seed=ctx.seed,
+                                      corpus=corpus)
+            names += built.tasks
+            paths.append(str(built.path))
+        else:
+            names.append(t)
+    if opts.task_dir:
+        paths.append(opts.task_dir)
+    if not names:
+        raise XltError("no lm-eval task given", "pass -O tasks=bible or -O tasks=NAME,NAME")
+    return names, paths
+
+
+def prepare(ctx, opts: TasksOptions) -> None:
+    from xlt.eval.harness import check_tasks
+
+    names, paths = _task_list(ctx, opts)
+    check_tasks(names, paths or None)  # before any model loads
+    ctx.inputs["tasks"] = (names, paths)
+
+
+def metric_name(task: str, lang: str | None, metric: str) -> str:
+    base = task
+    if lang:
+        parts = task.split("_")
+        base = "_".join(parts[:-1]) if len(parts) > 1 else task
+        for tag in ("Latn", "Cyrl", "Arab", "Deva", "Hans", "Hant", "Ethi", "Beng"):
+            if base.endswith("_" + tag):
+                base = base[: -len(tag) - 1]
+    if base.startswith("xlt_"):
+        base = base[4:]
+    return f"{base}/{metric}"
+
+
+def per_model(ctx, m, opts: TasksOptions) -> LangScores:
+    from xlt.eval.harness import run_tasks
+
+    names, paths = ctx.inputs.get("tasks") or _task_list(ctx, opts)
+    model, tok = m.load()
+    out = LangScores()
+    for s in run_tasks(model, tok, names, include_path=paths or None, limit=opts.task_limit or None,
+                       batch_size=opts.task_batch, device=ctx.device, seed=ctx.seed):
+        out.add(Score(m.name, s.language or "und", metric_name(s.task, s.language, s.metric), s.value, n=s.n,
+                      stderr=s.stderr, higher_is_better=s.higher_is_better, suite="tasks", signature=s.signature))
+    return out
+
+
+register_suite("tasks", "lm-eval tasks offline: xlt's Bible next-verse and cloze tasks in every language, or any "
+               "lm-eval task whose data is local", TasksOptions, prepare=prepare, per_model=per_model,
+               example={"options": {"task_n": 8}})
