@@ -200,3 +200,36 @@ def test_bad_input_is_one_clear_error_and_nothing_is_written(tiny_source_dir, pa
     text = "".join(capsys.readouterr())
     assert e.value.code == 2 and "unknown language code 'xx'" in text and "fix:" in text.lower()
     assert "Traceback" not in text and not (tmp_path / "out").exists()
+
+
+def test_mt_on_files_scores_every_system_and_tests_them_against_the_first(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from xlt.cli.main import main
+
+    refs = ["the cat sat on the mat", "a dog ran in the park", "we went home late", "it rained all day"] * 5
+    worse = ["the cat mat", "dog park", "home", "rain"] * 5
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n")
+    (tmp_path / "same.txt").write_text("\n".join(refs) + "\n")
+    (tmp_path / "worse.txt").write_text("\n".join(worse) + "\n")
+    (tmp_path / "short.txt").write_text("\n".join(refs[:3]) + "\n")
+    res = evaluate(inputs={"refs": tmp_path / "ref.txt", "hyps": {"base": tmp_path / "same.txt",
+                                                                   "worse": tmp_path / "worse.txt",
+                                                                   "copy": tmp_path / "same.txt"}},
+                   options={"mt_bs": 200, "mt_ar": 200, "mt_lang": "en"}, out=tmp_path / "mt", show_progress=False)
+    assert res.metrics["settings"]["suites"] == ["mt"]
+    assert res.scores.value("base", "eng", "bleu") == pytest.approx(100.0)
+    assert res.scores.value("base", "eng", "ter") == 0.0 and res.scores.direction("ter") is False
+    assert "nrefs:1" in res.scores.get("base", "eng", "bleu").signature
+    for test in ("bs", "ar"):
+        rows = {(r["system"], r["metric"]): r for r in res.details["mt"]["tests"][test]["rows"]}
+        assert rows["copy", "bleu"]["p"] == 1.0 and rows["worse", "chrf"]["p"] < 0.01
+    assert "mt" in (tmp_path / "mt" / "report.html").read_text()
+    for hyps, msg in (("base=" + str(tmp_path / "short.txt") + ",b=" + str(tmp_path / "same.txt"), "has 3 lines"),
+                      ("base=" + str(tmp_path / "same.txt"), "at least two systems")):
+        monkeypatch.setattr(sys, "argv", ["xlt", "evaluate", "--refs", str(tmp_path / "ref.txt"), "--hyps", hyps,
+                                          "--out", str(tmp_path / "bad")])
+        with pytest.raises(SystemExit) as e:
+            main()
+        text = "".join(capsys.readouterr())
+        assert e.value.code == 2 and msg in text and "Traceback" not in text and not (tmp_path / "bad").exists()

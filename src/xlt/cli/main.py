@@ -155,6 +155,12 @@ def evaluate(
     split: str = typer.Option("test", help="Held-out split (dev | test)."),
     max_bytes: int = typer.Option(8000, help="Held-out text per language (UTF-8 bytes, whole documents)."),
     bpb_mode: Optional[str] = typer.Option(None, help="stream (xlt adapt's definition, default) | documents (lm-eval's loglikelihood_rolling bits_per_byte). Same as -O bpb_mode=..."),
+    tasks: Optional[str] = typer.Option(None, help="lm-eval tasks for --suite tasks: bible (xlt's Bible tasks in every language, the default) or task names, comma-separated. Same as -O tasks=..."),
+    task_dir: Optional[Path] = typer.Option(None, help="A folder of lm-eval task YAML files with local data, for --suite tasks. Same as -O task_dir=..."),
+    refs: Optional[Path] = typer.Option(None, help="MT references, one segment per line (suite mt)."),
+    hyps: Optional[str] = typer.Option(None, help="MT systems as NAME=FILE,NAME=FILE (the first is the baseline of the paired tests; suite mt)."),
+    test: Optional[str] = typer.Option(None, help="MT paired tests: bs | ar | bs,ar | none. Same as -O mt_test=..."),
+    translate: Optional[str] = typer.Option(None, help="SRC-TGT (e.g. eng-swh): the models translate held-out documents, scored by suite mt. Same as -O translate=..."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-O", help="KEY=VALUE for the suites (repeatable; `xlt evals` lists them)."),
     seed: int = typer.Option(0, help="Seed for everything a suite draws."),
     precision: str = typer.Option("fp32", help="Forward-pass arithmetic: fp32 | bf16 (marked in each signature)."),
@@ -169,15 +175,35 @@ def evaluate(
     from xlt.eval.evaluate import evaluate as run_eval
 
     opts = parse_options(option, None, "-O")
-    if bpb_mode is not None:
-        opts["bpb_mode"] = bpb_mode
+    for key, value in (("bpb_mode", bpb_mode), ("tasks", tasks), ("task_dir", task_dir), ("mt_test", test),
+                       ("translate", translate)):
+        if value is not None:
+            opts[key] = str(value)
+    inputs = {}
+    if refs is not None or hyps is not None:
+        inputs = {"refs": refs, "hyps": _named_files(hyps)}
+    if translate and not suite:
+        suite = "mt"
     res = run_eval(models or [], langs, suite, out, corpus=corpus, split=split, max_bytes=max_bytes, options=opts,
-                   seed=seed, precision=precision, allow_pickle=allow_pickle, overwrite=overwrite,
+                   inputs=inputs, seed=seed, precision=precision, allow_pickle=allow_pickle, overwrite=overwrite,
                    show_progress=progress)
     _print_scores(res.scores)
     import logging
 
     logging.getLogger("xlt").info("report: %s", (res.out / "report.html").resolve())
+
+
+def _named_files(spec: str | None) -> dict[str, str]:
+    """``"base=a.txt,bt=b.txt"`` -> ``{"base": "a.txt", "bt": "b.txt"}`` (a bare path is named after its file)."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in (spec or "").split(",") if x.strip()):
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        if name in out:
+            raise XltError(f"system {name!r} is given twice in --hyps", "name each system once: NAME=FILE,...")
+        out[name] = path
+    return out
 
 
 def _print_scores(scores) -> None:

@@ -158,14 +158,16 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
     if out is not None and out.is_dir() and any(out.iterdir()) and not overwrite:
         raise XltError(f"--out {out} is not empty", "give a new folder, or pass --overwrite")
     ms = resolve_models(list(models or []), allow_pickle) if models else []
-    names = SUITES.parse(suites if suites else list(DEFAULT_SUITES) + (
-        ["forgetting"] if any(m.role == "adapted" for m in ms) else []), "suites")
+    if not suites:
+        suites = (["mt"] if not ms and (inputs or {}).get("hyps") else
+                  list(DEFAULT_SUITES) + (["forgetting"] if any(m.role == "adapted" for m in ms) else []))
+    names = SUITES.parse(suites, "suites")
     chosen = [SUITES.get(n) for n in names]
     opts = SUITES.options_for(names, options or {}, "-O")
     if not ms and not all(s.model_free for s in chosen):
         raise XltError("no model to evaluate", "give model names, folders or run folders (or only model-free "
                                                "suites such as mt with --refs/--hyps)")
-    need_corpus = any(s.needs_corpus for s in chosen)
+    need_corpus = any(s.needs_corpus for s in chosen) or bool(ms)
     corp = open_corpus(corpus) if need_corpus and corpus is not None else None
     lang_list = resolve_langs(langs, corp) if (need_corpus or langs not in ("bible", "all")) else []
     import torch
