@@ -105,3 +105,23 @@ def test_documents_mode_equals_lm_eval_bits_per_byte(kind, source_texts, tmp_pat
     ours = document_bits_per_byte(model, tok, texts, max_len=16, batch_size=5)
     assert ours.window == 16
     assert abs(ours.bits_per_byte - _lm_eval_bpb(model, tok, texts, tmp_path, 16)) < 1e-6
+
+
+def test_chunked_logprobs_are_closer_to_float64_than_an_fp32_log_softmax():
+    """With a large vocabulary, summing the exponentials in one fp32 log-softmax loses precision (lm-eval's way);
+    xlt's chunked log-sum-exp keeps the total within 1e-4 nats of float64 and closer than the fp32 log-softmax."""
+    model = tiny_model("llama", vocab_size=262_144, hidden=16, layers=1, heads=2, tied=True).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(40)  # spread logits as a trained model's are
+    ids = torch.randint(0, 262_144, (2, 40), generator=torch.Generator().manual_seed(4))
+    tgt = torch.roll(ids, -1, 1)
+    tgt[:, -1] = -100
+    att = torch.ones_like(ids)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=att).logits
+        f64 = _full(model, ids, att, tgt).sum().item()
+        lp32 = torch.log_softmax(logits.float(), -1).gather(2, tgt.clamp(min=0)[..., None])[..., 0]
+        fp32 = torch.where(tgt != -100, lp32, torch.zeros_like(lp32)).double().sum().item()
+        ours = target_logprobs(model, ids, att, tgt).double().sum().item()
+    assert abs(ours - f64) < 1e-4
+    assert abs(ours - f64) <= abs(fp32 - f64)

@@ -104,7 +104,7 @@ def bpb_signature(model, tokenizer, window: int, nbytes: int, split: str | None,
 
 
 #: tokens one forward pass of the scorer may hold (windows are batched up to this many)
-TOKEN_BUDGET = 4096
+TOKEN_BUDGET = 1024
 
 
 @torch.no_grad()

@@ -224,7 +224,27 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
     result = EvalResult(scores, details, out, metrics)
     if out is not None:
         _write(out, metrics)
+        for spec in models or []:
+            if not isinstance(spec, (tuple, EvalModel)) and (Path(spec) / "run.json").is_file():
+                link_into_run(Path(spec), out, metrics)
     return result
+
+
+def link_into_run(run: Path, out: Path, metrics: dict) -> None:
+    """Record this evaluation in the run's metrics.json (``evaluations``: where its report is, and the scores of the
+    run's models) and write the run's report.html again, which then has an Evaluations section."""
+    from xlt.report import write_report
+    from xlt.util import write_json_atomic
+
+    run_metrics = json.loads((run / "metrics.json").read_text())
+    own = {m["name"] for m in metrics["models"]}
+    entry = {"report": os.path.relpath(out / "report.html", run), "suites": metrics["settings"]["suites"],
+             "langs": metrics["settings"]["langs"], "split": metrics["settings"]["split"],
+             "scores": [s for s in metrics["scores"] if s["model"] in own]}
+    evals = [e for e in run_metrics.get("evaluations", []) if e["report"] != entry["report"]] + [entry]
+    run_metrics["evaluations"] = evals
+    write_json_atomic(run / "metrics.json", run_metrics)
+    write_report(run, run_metrics)
 
 
 def _checked(name: str, scores: LangScores) -> LangScores:

@@ -78,6 +78,47 @@ def _premium_section(scores: LangScores) -> list[str]:
             _img(grouped_bars(groups, "token premium", "premium", 1.0), "token premium")]
 
 
+def _mt_section(d: dict, scores: LangScores) -> list[str]:
+    parts = ["<h2>Machine translation</h2>",
+             f"<p class='how'>{d['segments']} segments; sacrebleu's metrics (signatures below). Paired tests against the "
+             "first system (bs: paired bootstrap, mean ± 95 % CI half-width; ar: approximate randomisation); p after "
+             "the correction across systems; * p &lt; 0.05, ** p &lt; 0.01; identical systems get p = 1.</p>"]
+    metrics = [m for m in ("bleu", "chrf", "chrf++", "ter") if m in scores.metrics()]
+    tests = d.get("tests", {})
+    rows = []
+    for system in d["systems"]:
+        row = [system]
+        for m in metrics:
+            s = next((x for x in scores.select(model=system, metric=m)), None)
+            cell = _f(s.value, 2) if s else "—"
+            for t, res in tests.items():
+                r = next((x for x in res["rows"] if x["system"] == system and x["metric"] == m), None)
+                if r is None or r["p"] is None:
+                    continue
+                mark = "**" if r["p"] < 0.01 else "*" if r["p"] < 0.05 else ""
+                extra = f" ± {r['ci']:.2f}" if t == "bs" and r.get("ci") is not None else ""
+                cell += f" [{t}: Δ {r['delta']:+.2f}{extra}, p {r['p']:.4f}{mark}]"
+            row.append(cell)
+        rows.append(row)
+    parts.append(_table(["system"] + metrics, rows))
+    sigs = sorted({s.signature for s in scores if s.suite == "mt"})
+    parts.append("<p class='how'>" + "<br>".join(f"<code>{html.escape(x)}</code>" for x in sigs) + "</p>")
+    for name, ex in d.get("translations", {}).items():
+        parts.append(f"<p>{html.escape(name)}, first translations:</p>" + _table(
+            ["source", "reference", "hypothesis"], [[e["source"], e["reference"], e["hypothesis"]] for e in ex]))
+    return parts
+
+
+def _offtarget_section(d: dict, scores: LangScores) -> list[str]:
+    table = scores.table("off_target")
+    groups = {lang: {**{m: row[lang] for m, row in table.items() if lang in row},
+                     "floor (references)": d["floor"].get(lang)} for lang in d["floor"]}
+    return ["<h2>Off-target generation</h2>",
+            f"<p class='how'>Share of greedy continuations of held-out prompts that py3langid labels as another "
+            f"language; the floor is its rate on the true continuations ({html.escape(d['how'])}).</p>",
+            _img(grouped_bars(groups, "off-target rate", "share"), "off-target rate")]
+
+
 def render_evaluation(metrics: dict) -> str:
     scores = LangScores.from_list(metrics["scores"])
     details = metrics.get("details", {})
@@ -98,8 +139,12 @@ def render_evaluation(metrics: dict) -> str:
     if "forgetting" in details:
         parts += _forgetting_section(details["forgetting"])
     parts += _premium_section(scores)
+    if "mt" in details:
+        parts += _mt_section(details["mt"], scores)
+    if "off-target" in details:
+        parts += _offtarget_section(details["off-target"], scores)
     for name, d in details.items():
-        if name in ("parity", "forgetting", "tokenizer"):
+        if name in ("parity", "forgetting", "tokenizer", "mt", "off-target"):
             continue
         parts.append(f"<h2>{html.escape(name)}</h2><pre>{html.escape(json.dumps(d, indent=2, ensure_ascii=False, default=float)[:20000])}</pre>")
     inv = details.get("tokenizer", {}).get("invalid")

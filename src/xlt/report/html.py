@@ -194,11 +194,31 @@ def render(metrics: dict) -> str:
                      f"{html.escape(prec['reason'])}), evaluation in {html.escape(prec['eval'])}, on "
                      f"{html.escape(prec['device'])}. {html.escape(prec['note'])}.</p>")
 
+    parts += _evaluations(metrics.get("evaluations", []))
     parts.append("<h2>Settings</h2>")
     parts.append(f"<pre>{html.escape(json.dumps({'settings': s, 'corpus': metrics['corpus']}, indent=2, ensure_ascii=False))}</pre>")
     parts.append(f"<p class='how'>Training text: {metrics['train_tokens']:,} target tokens. Every number here is also in metrics.json.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _evaluations(evals: list[dict]) -> list[str]:
+    """What ``xlt evaluate`` measured on this run's models (each evaluation links to its own report)."""
+    if not evals:
+        return []
+    parts = ["<h2>Evaluations (xlt evaluate)</h2>"]
+    for e in evals:
+        parts.append(f"<p><a href='{html.escape(e['report'])}'>{html.escape(e['report'])}</a>: suites "
+                     f"{html.escape(', '.join(e['suites']))} on {html.escape(', '.join(e['langs']))} "
+                     f"({html.escape(e['split'])} split).</p>")
+        by_metric: dict[str, dict[str, dict[str, float]]] = {}
+        for sc in e["scores"]:
+            by_metric.setdefault(sc["metric"], {}).setdefault(sc["model"], {})[sc["lang"]] = sc["value"]
+        for metric, table in by_metric.items():
+            langs = sorted({lang for row in table.values() for lang in row})
+            parts.append(f"<p>{html.escape(metric)}</p>" + _table(
+                ["model"] + langs, [[m] + [row.get(lang) for lang in langs] for m, row in table.items()]))
+    return parts
 
 
 def write_report(out: str | Path, metrics: dict) -> Path:

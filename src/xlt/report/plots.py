@@ -134,7 +134,8 @@ def grouped_bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, r
     fig, ax = _axes((max(5.0, 0.6 * len(outer) * max(1, len(inner)) / 2 + 3), 3.6))
     w = 0.8 / max(1, len(inner))
     for i, k in enumerate(inner):
-        ax.bar(np.arange(len(outer)) + i * w - 0.4 + w / 2, [groups[o].get(k, np.nan) for o in outer], w, label=k)
+        vals = [groups[o].get(k) for o in outer]
+        ax.bar(np.arange(len(outer)) + i * w - 0.4 + w / 2, [np.nan if v is None else v for v in vals], w, label=k)
     if ref_line is not None:
         ax.axhline(ref_line, color="#555", ls="--", lw=1)
     ax.set_xticks(range(len(outer)), outer, rotation=30, ha="right")
