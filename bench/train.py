@@ -7,8 +7,9 @@ The model: SmolLM2 (``--source``) transferred to an 8k-token Swahili tokenizer w
 process (so each has its own peak memory) and trains ``--steps`` steps, the first ``--stage1-steps`` on the
 embeddings only, on the same packed Bible sequences:
 
-- ``xlt`` : :class:`xlt.adapt.train.Trainer` with ``--precision auto`` (bf16 autocast where the hardware has it)
-  and with ``fp32`` (no evaluation or checkpoint during the steps);
+- ``xlt`` : :class:`xlt.adapt.train.Trainer` with ``--precision auto`` (bf16 autocast where the hardware has it),
+  the same with ``--compile yes`` (``torch.compile``; the first step of each stage compiles, which the median
+  step time leaves out and the wall time shows) and with ``fp32`` (no evaluation or checkpoint during the steps);
 - ``plain-fp32``: ``model(input_ids, labels=...).loss.backward(); AdamW.step()`` in fp32, the same batches,
   learning rates and schedule;
 - ``hf-trainer-fp32`` / ``hf-trainer-bf16``: ``transformers.Trainer`` (one per stage) with its defaults but for the
@@ -35,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # bench/peft.py would shadow the peft package (transformers' Trainer imports it): keep this folder off the path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-RUNNERS = ("xlt-auto", "xlt-fp32", "plain-fp32", "hf-trainer-fp32", "hf-trainer-bf16")
+RUNNERS = ("xlt-auto", "xlt-auto-compile", "xlt-fp32", "plain-fp32", "hf-trainer-fp32", "hf-trainer-bf16")
 
 
 def peak_rss_mib() -> float:
@@ -95,12 +96,13 @@ def _stage_schedule(a, stage: int):
 
 
 # -- runners (each in its own process) -------------------------------------------------------------------------
-def run_xlt(a, model, blocks, precision: str) -> list[dict]:
+def run_xlt(a, model, blocks, precision: str, compile: str = "no") -> list[dict]:
     from xlt.precision import resolve_precision
     from xlt.adapt.train import TrainConfig, Trainer
 
     cfg = TrainConfig(steps=a.steps, stage1_steps=a.stage1_steps, batch_size=a.batch_size, seq_len=a.seq_len,
-                      eval_every=a.steps, save_every=a.steps, precision=resolve_precision(precision).used)
+                      eval_every=a.steps, save_every=a.steps, precision=resolve_precision(precision).used,
+                      compile=compile)
     with tempfile.TemporaryDirectory() as ckpt:
         hist = Trainer(model, blocks, cfg, ckpt, show_progress=False).train()
     return [{"stage": h["stage"], "seconds": a.batch_size * a.seq_len / h["tokens_per_s"], "loss": h["loss"]}
@@ -186,7 +188,9 @@ def child(a) -> None:
     model, tok, blocks = _load(work, a)
     dev = json.loads((work / "dev.json").read_text())
     t0 = time.time()
-    if a.runner.startswith("xlt-"):
+    if a.runner == "xlt-auto-compile":
+        steps = run_xlt(a, model, blocks, "auto", compile="yes")
+    elif a.runner.startswith("xlt-"):
         steps = run_xlt(a, model, blocks, a.runner.split("-", 1)[1])
     elif a.runner == "plain-fp32":
         steps = run_plain(a, model, blocks)
@@ -229,14 +233,14 @@ def render(res: dict) -> str:
     best_hf = max((r for k, r in rows.items() if k.startswith("hf-trainer") and "error" not in r),
                   key=lambda r: r["tokens_per_s_stage2"], default=None)
     lines = ["| runner | tokens/s stage 1 | tokens/s stage 2 | × plain fp32 (stage 2) | × best Trainer (stage 2) | "
-             "peak RSS MiB | dev bpb end |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "train s (wall) | peak RSS MiB | dev bpb end |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         if "error" in r:
-            lines.append(f"| {r['runner']} | error: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {r['runner']} | error: {r['error'][:80]} | | | | | | |")
             continue
         x = lambda ref: f"{r['tokens_per_s_stage2'] / ref['tokens_per_s_stage2']:.2f}" if ref else "—"
         lines.append(f"| {r['runner']} | {r['tokens_per_s_stage1']:.0f} | {r['tokens_per_s_stage2']:.0f} | {x(base)} | "
-                     f"{x(best_hf)} | {r['peak_rss_mib']:.0f} | {r['dev_bpb_final']:.4f} |")
+                     f"{x(best_hf)} | {r['train_seconds']:.0f} | {r['peak_rss_mib']:.0f} | {r['dev_bpb_final']:.4f} |")
     text = (f"# xlt bench/train.py\n\n{s['source']} → {s['target']} ({s['corpus']}, {s['vocab_size']:,}-token overlap "
             f"transfer), {s['steps']} steps ({s['stage1_steps']} embedding-only), batch {s['batch_size']} × "
             f"{s['seq_len']}. Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; xlt precision auto "

@@ -233,3 +233,33 @@ def test_mt_on_files_scores_every_system_and_tests_them_against_the_first(tmp_pa
             main()
         text = "".join(capsys.readouterr())
         assert e.value.code == 2 and msg in text and "Traceback" not in text and not (tmp_path / "bad").exists()
+
+
+def test_qa_predictions_em_f1_and_multiloko_effects(tmp_path):
+    from xlt.eval.parity import paired_effect
+
+    eff = paired_effect({"swh": 40.0, "yor": 20.0, "eng": 60.0}, {"swh": 30.0, "yor": 25.0})
+    assert eff["effect"] == pytest.approx(2.5) and eff["n_langs"] == 2 and eff["per_lang"]["yor"] == -5.0
+    assert eff["two_se"] == pytest.approx(2 * 7.5)  # sd of (10, -5) = 10.607 / sqrt(2)
+    recs = [{"lang": "sw", "prediction": "Nairobi", "answers": ["Nairobi"]},
+            {"lang": "sw", "prediction": "Mombasa", "answers": ["Dodoma"]},
+            {"lang": "sw", "asked_in": "en", "prediction": "nairobi", "answers": ["Nairobi"]},
+            {"lang": "sw", "asked_in": "en", "prediction": "Arusha", "answers": ["Dodoma"]},
+            {"lang": "sw", "source": "translated", "prediction": "x", "answers": ["y"]},
+            {"lang": "sw", "source": "translated", "prediction": "y", "answers": ["y", "z"]},
+            {"lang": "en", "prediction": "The Thames.", "answers": ["thames"]},
+            {"lang": "en", "prediction": "blue whale", "answers": ["whale"]}]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = evaluate(inputs={"qa": path}, out=tmp_path / "qa", show_progress=False)
+    assert res.metrics["settings"]["suites"] == ["qa"]
+    assert res.scores.value("predictions", "swh", "em") == 50.0
+    assert res.scores.value("predictions", "eng", "em") == 50.0
+    assert res.scores.value("predictions", "eng", "f1") == pytest.approx((100 + 200 / 3) / 2)
+    d = res.details["qa"]["predictions"]
+    assert d["mother_tongue_effect"]["per_lang"] == {"swh": 0.0}
+    assert d["locality_effect"]["per_lang"] == {"swh": 0.0}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"lang": "sw", "prediction": "x"}\n')
+    with pytest.raises(XltError, match="lacks answers"):
+        evaluate(inputs={"qa": bad}, out=tmp_path / "bad", show_progress=False)

@@ -124,3 +124,17 @@ def test_the_shipped_accelerate_config_is_a_valid_ddp_config():
 
     cfg = load_config_from_file(str(Path(__file__).resolve().parents[1] / "examples" / "accelerate" / "ddp.yaml"))
     assert str(cfg.distributed_type).endswith("MULTI_GPU") and cfg.mixed_precision == "no" and not cfg.use_cpu
+
+
+def test_sharded_accelerate_modes_are_refused_with_the_fix():
+    from accelerate.utils import DistributedType
+
+    from xlt.adapt.train import check_parallelism
+    from xlt.errors import XltError
+
+    for ok in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        check_parallelism(ok)
+    for bad in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        with pytest.raises(XltError, match="does not support") as e:
+            check_parallelism(bad)
+        assert "ddp.yaml" in e.value.fix

@@ -35,6 +35,10 @@ MACRO_TO_INDIVIDUAL = {
 }
 
 
+#: languages written without spaces between words (ISO 639-3): "words" and per-word measures mean nothing there
+UNSPACED = frozenset({"cmn", "jpn", "yue", "wuu", "tha", "lao", "khm", "mya", "bod"})
+
+
 @dataclass(frozen=True)
 class Language:
     code: str  # canonical ISO 639-3 code (individual language where one is standard)

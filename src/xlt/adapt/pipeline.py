@@ -77,11 +77,13 @@ class AdaptSettings:
                save_every: int | None = None, seed: int = 0, source_lang: str = "en", samples: int = 3,
                init_options: dict | None = None, loo_tokens: int = 200, romanize: bool = False,
                method: str | list[str] = "full", method_options: dict | None = None,
-               multihead: bool = False, precision: str = "auto", eval_precision: str = "fp32") -> "AdaptSettings":
+               multihead: bool = False, precision: str = "auto", eval_precision: str = "fp32",
+               compile: str = "no") -> "AdaptSettings":
         """Checked settings: ``stage1_steps`` defaults to a third of ``steps``, ``eval_every`` to a tenth,
         ``save_every`` to ``eval_every``; init and method names, their ``-O``/``-M`` options and the language codes
         are validated (one clear error for a typo). ``precision`` (training) and ``eval_precision`` (bits/byte) are
-        ``auto``, ``fp32`` or ``bf16`` (:mod:`xlt.precision`): ``auto`` is resolved here, for this machine."""
+        ``auto``, ``fp32`` or ``bf16`` (:mod:`xlt.precision`): ``auto`` is resolved here, for this machine.
+        ``compile`` (``no``, ``yes``, ``try``) trains through ``torch.compile`` (:class:`xlt.adapt.train.TrainConfig`)."""
         from xlt.precision import resolve_precision
 
         inits = parse_inits(init)
@@ -92,7 +94,7 @@ class AdaptSettings:
         cfg = TrainConfig(steps=steps, stage1_steps=steps // 3 if stage1_steps is None else stage1_steps,
                           batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
                           embedding_lr=embedding_lr, eval_every=eval_every, save_every=save_every or eval_every,
-                          seed=seed, precision=resolve_precision(precision).used)
+                          seed=seed, precision=resolve_precision(precision).used, compile=str(compile))
         settings = cls(source=str(source), target=resolve(target).code, corpus=str(corpus), inits=inits,
                        source_lang=resolve(source_lang).code, vocab_size=vocab_size, eval_max_bytes=eval_max_bytes,
                        samples=samples,

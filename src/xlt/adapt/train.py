@@ -42,6 +42,7 @@ class TrainConfig:
     save_every: int = 50
     seed: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimizer state stay fp32)
+    compile: str = "no"  # "no", "yes" (torch.compile; an error if it cannot) or "try" (eager where it cannot)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -52,9 +53,28 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "seq_len", "eval_every", "save_every"):
             if getattr(self, name) < 1:
                 raise XltError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive value")
+        if self.compile not in ("no", "yes", "try"):
+            raise XltError(f"--compile {self.compile!r} is not no, yes or try",
+                           "no: eager; yes: torch.compile, an error if it cannot run; try: fall back to eager")
         if self.precision not in ("fp32", "bf16"):
             raise XltError(f"training precision {self.precision!r} is not fp32 or bf16",
                            "resolve 'auto' with xlt.precision.resolve_precision first")
+
+
+#: accelerate's sharded modes, which xlt's checkpoints do not handle yet
+SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+
+
+def check_parallelism(distributed_type) -> None:
+    """Refuse the sharded modes of ``accelerate launch`` (FSDP, DeepSpeed, Megatron-LM): xlt's checkpoints and saved
+    models gather the weights with ``unwrap_model``, which holds a shard, not the model, under those modes, so a run
+    would save wrong weights. DDP (and one process) are supported."""
+    name = getattr(distributed_type, "value", str(distributed_type)).upper()
+    if name in SHARDED:
+        raise XltError(f"xlt adapt does not support accelerate's {name} mode yet: its checkpoints and saved models "
+                       "are written from unwrapped, unsharded parameters",
+                       "launch with DDP (accelerate launch --config_file examples/accelerate/ddp.yaml ...) or one "
+                       "process")
 
 
 class TrainingInterrupted(Exception):
@@ -140,12 +160,15 @@ class Trainer:
         # mixed precision is our own autocast around the forward pass (accelerate's would also wrap the forward of the
         # model handed back, so evaluation would run in bf16 too)
         self.accelerator = Accelerator(mixed_precision="no", cpu=not cuda)
+        check_parallelism(self.accelerator.distributed_type)
         self.model = model
         self.history: dict[str, list] = {"train": [], "eval": []}
         self.step = 0
         self.opt = None
         self.sched = None
         self._stage = None
+        self._forward = model
+        self._compiled = False
 
     # -- stages ---------------------------------------------------------------------------------
     def _stage_of(self, step: int) -> int:
@@ -181,6 +204,11 @@ class Trainer:
         self.model, self.opt = acc.prepare(model, opt)
         self.sched = sched
         self._stage = stage
+        self._forward = self.model
+        if self.cfg.compile != "no":
+            # the compiled wrapper shares the model's parameters; checkpoints and evaluation use the model itself
+            self._forward = torch.compile(self.model)
+            self._compiled = False
 
     # -- checkpoints ----------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
@@ -237,6 +265,26 @@ class Trainer:
             self.sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"] if "rng" in state else {"cpu": state["cpu_rng"]})
 
+    def _step_forward(self, batch):
+        """The training loss of ``batch``, through ``torch.compile`` when asked: its first call compiles (a failure
+        is one clear error under ``compile="yes"``, a warning and the eager model under ``"try"``)."""
+        if self._forward is self.model or self._compiled:
+            return self._forward(input_ids=batch, labels=batch).loss
+        try:
+            loss = self._forward(input_ids=batch, labels=batch).loss
+        except Exception as e:  # inductor raises many kinds: no C compiler, unsupported op, ...
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            if self.cfg.compile == "yes":
+                raise XltError(f"torch.compile cannot compile this model here ({reason})",
+                               "pass --compile try to fall back to eager, or --compile no") from None
+            import logging
+
+            logging.getLogger("xlt").warning("torch.compile failed (%s); training eagerly (--compile try)", reason)
+            self._forward = self.model
+            return self.model(input_ids=batch, labels=batch).loss
+        self._compiled = True
+        return loss
+
     # -- the loop -------------------------------------------------------------------------------
     def _evaluate(self) -> None:
         if self.eval_fn is None or not self.accelerator.is_main_process:
@@ -282,7 +330,7 @@ class Trainer:
                     sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.model)
                     with sync:
                         with autocast(cfg.precision, acc.device.type):
-                            loss = self.model(input_ids=batch, labels=batch).loss / cfg.grad_accum
+                            loss = self._step_forward(batch) / cfg.grad_accum
                         acc.backward(loss)
                     total += loss.detach()
                 params = [p for p in self.model.parameters() if p.requires_grad]

@@ -59,6 +59,7 @@ def adapt(
     allow_pickle: bool = typer.Option(False, help="Allow loading pickle (*.bin) weights. Only for files you trust."),
     precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16, else fp32) | fp32 | bf16. bf16 is autocast; weights and optimizer state stay fp32."),
     eval_precision: str = typer.Option("fp32", help="Bits/byte arithmetic: fp32 (comparable across machines) | bf16 | auto."),
+    compile: str = typer.Option("no", "--compile", help="Train through torch.compile: no | yes (an error if it cannot run here) | try (eager where it cannot). Compiling takes a minute or more per stage on a small CPU; it pays on long runs (docs/training.md)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Adapt a source LM to a target language: new tokenizer, embedding init(s), continued training, report.
@@ -73,7 +74,7 @@ def adapt(
         embedding_lr=embedding_lr, eval_every=eval_every, eval_max_bytes=eval_max_bytes, save_every=save_every,
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary, "-O"),
         loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option, None, "-M"),
-        multihead=multihead, precision=precision, eval_precision=eval_precision)
+        multihead=multihead, precision=precision, eval_precision=eval_precision, compile=compile)
     run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress)
 
 
@@ -160,6 +161,7 @@ def evaluate(
     refs: Optional[Path] = typer.Option(None, help="MT references, one segment per line (suite mt)."),
     hyps: Optional[str] = typer.Option(None, help="MT systems as NAME=FILE,NAME=FILE (the first is the baseline of the paired tests; suite mt)."),
     test: Optional[str] = typer.Option(None, help="MT paired tests: bs | ar | bs,ar | none. Same as -O mt_test=..."),
+    qa: Optional[Path] = typer.Option(None, help="QA predictions, JSON lines {lang, prediction, answers[, system, asked_in, source]} (suite qa: EM/F1, mother-tongue and locality effects)."),
     translate: Optional[str] = typer.Option(None, help="SRC-TGT (e.g. eng-swh): the models translate held-out documents, scored by suite mt. Same as -O translate=..."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-O", help="KEY=VALUE for the suites (repeatable; `xlt evals` lists them)."),
     seed: int = typer.Option(0, help="Seed for everything a suite draws."),
@@ -182,6 +184,8 @@ def evaluate(
     inputs = {}
     if refs is not None or hyps is not None:
         inputs = {"refs": refs, "hyps": _named_files(hyps)}
+    if qa is not None:
+        inputs["qa"] = qa
     if translate and not suite:
         suite = "mt"
     res = run_eval(models or [], langs, suite, out, corpus=corpus, split=split, max_bytes=max_bytes, options=opts,
@@ -207,17 +211,18 @@ def _named_files(spec: str | None) -> dict[str, str]:
 
 
 def _print_scores(scores) -> None:
+    """One table per metric: a row per language, a column per model (the report has the plots)."""
     from rich.table import Table
 
     for metric in scores.metrics():
         table = scores.table(metric)
-        langs = sorted({lang for row in table.values() for lang in row})
+        langs = list(dict.fromkeys(lang for row in table.values() for lang in row))
         t = Table(title=f"{metric} ({'higher' if scores.direction(metric) else 'lower'} is better)")
-        t.add_column("model")
+        t.add_column("lang")
+        for m in table:
+            t.add_column(m, justify="right")
         for lang in langs:
-            t.add_column(lang, justify="right")
-        for m, row in table.items():
-            t.add_row(m, *[f"{row[lang]:.4g}" if lang in row else "—" for lang in langs])
+            t.add_row(lang, *[f"{row[lang]:.4g}" if lang in row else "—" for row in table.values()])
         out.print(t)
 
 

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from xlt.errors import XltError
 from xlt.signature import json_hash
+from xlt.languages import UNSPACED
 from xlt.util import atomic_dir, cache_dir, stable_hash
 
 KINDS = ("next", "cloze")
@@ -35,7 +36,7 @@ PREFIX = "xlt_bible"
 TASK_VERSION = 1
 N_CHOICES = 4
 #: languages written without spaces between words: their verses are cut at the middle character
-NO_SPACE_LANGS = frozenset({"cmn", "jpn", "yue", "wuu", "tha", "lao", "khm", "mya", "bod"})
+NO_SPACE_LANGS = UNSPACED
 #: a verse in a language without spaces needs this many characters to be cut into two halves of two or more
 MIN_CHARS_NO_SPACE = 4
 

@@ -159,8 +159,8 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
         raise XltError(f"--out {out} is not empty", "give a new folder, or pass --overwrite")
     ms = resolve_models(list(models or []), allow_pickle) if models else []
     if not suites:
-        suites = (["mt"] if not ms and (inputs or {}).get("hyps") else
-                  list(DEFAULT_SUITES) + (["forgetting"] if any(m.role == "adapted" for m in ms) else []))
+        suites = ([n for n, k in (("mt", "hyps"), ("qa", "qa")) if (inputs or {}).get(k)] if not ms else []) or (
+            list(DEFAULT_SUITES) + (["forgetting"] if any(m.role == "adapted" for m in ms) else []))
     names = SUITES.parse(suites, "suites")
     chosen = [SUITES.get(n) for n in names]
     opts = SUITES.options_for(names, options or {}, "-O")

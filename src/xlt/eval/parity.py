@@ -91,3 +91,15 @@ def best_score(fn, predictions: list[str] | str, targets: list[str] | str, lang:
     preds = [predictions] if isinstance(predictions, str) else (list(predictions) or [""])
     tgts = [targets] if isinstance(targets, str) else list(targets)
     return max(fn(p, t, lang) for p in preds for t in tgts)
+
+
+def paired_effect(a: dict[str, float], b: dict[str, float]) -> dict:
+    """Mean over the languages both tables have of ``a[lang] − b[lang]``, with 2·SE across languages and the
+    per-language differences: MultiLoKo's mother-tongue effect (a = asked in the local language, b = the same
+    questions asked in English) and locality effect (a = locally sourced, b = English-sourced and translated)."""
+    langs = [k for k in a if k in b]
+    if not langs:
+        raise XltError("the two tables share no language", "give scores of the same languages in both settings")
+    diffs = {k: a[k] - b[k] for k in langs}
+    mean, se = mean_stderr(list(diffs.values()))
+    return {"effect": mean, "two_se": 2 * se, "n_langs": len(langs), "per_lang": diffs}

@@ -139,7 +139,7 @@ SUITES: Registry[EvalSuite] = Registry(
     "evaluation suite", "xlt.evals",
     builtins=("xlt.eval.suites.bpb", "xlt.eval.suites.tokenizer", "xlt.eval.suites.forgetting",
               "xlt.eval.suites.parity", "xlt.eval.suites.tasks", "xlt.eval.suites.offtarget",
-              "xlt.eval.suites.mt"),
+              "xlt.eval.suites.mt", "xlt.eval.suites.qa"),
     fix="choose from: {names} (`xlt evals` lists them with their options)")
 
 

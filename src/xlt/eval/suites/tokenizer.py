@@ -2,8 +2,8 @@
 
 On the held-out documents that every language and the reference language share (same keys): ``premium`` = the
 language's corpus token total / the reference language's (documents joined with spaces, tokenised once; 1 is parity),
-``fertility`` = tokens per whitespace word, ``bytes_per_token``, ``strr`` = the share of word occurrences kept as one
-token, ``unk_share`` = the share of characters that fall in UNK tokens (above 10 % the language counts as invalid for
+``fertility`` = tokens per whitespace word and ``strr`` = the share of word occurrences kept as one token (neither for
+languages written without spaces, :data:`xlt.languages.UNSPACED`), ``bytes_per_token``, ``unk_share`` = the share of characters that fall in UNK tokens (above 10 % the language counts as invalid for
 this tokenizer: listed under ``invalid`` in the details).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from xlt.eval.registry import SuiteOutput, register_suite
 from xlt.eval.scores import LangScores, Score
 from xlt.eval.tokenization import corpus_tokens, single_token_retention, token_premium, unk_share
-from xlt.languages import resolve
+from xlt.languages import UNSPACED, resolve
 from xlt.options import option
 from xlt.signature import Signature, tokenizer_hash
 
@@ -42,9 +42,10 @@ def per_model(ctx, m, opts: TokenizerOptions) -> LangScores:
         nbytes = sum(len(x.encode("utf-8")) for x in t)
         words = sum(len(x.split()) for x in t)
         n = counts[lang.code]
-        rows = {"premium": (prem[lang.code], False), "fertility": (n / max(words, 1), False),
-                "bytes_per_token": (nbytes / max(n, 1), True), "strr": (single_token_retention(tok, t), True),
+        rows = {"premium": (prem[lang.code], False), "bytes_per_token": (nbytes / max(n, 1), True),
                 "unk_share": (unk_share(tok, t), False)}
+        if lang.code not in UNSPACED:
+            rows.update(fertility=(n / max(words, 1), False), strr=(single_token_retention(tok, t), True))
         for metric, (v, hib) in rows.items():
             out.add(Score(m.name, lang.code, metric, v, n=len(t), n_unit="documents", higher_is_better=hib,
                           suite="tokenizer", signature=str(sig)))
@@ -54,7 +55,8 @@ def per_model(ctx, m, opts: TokenizerOptions) -> LangScores:
 def combine(ctx, scores: LangScores, opts: TokenizerOptions) -> SuiteOutput:
     bad = [{"model": s.model, "lang": s.lang, "unk_share": s.value}
            for s in scores.select(metric="unk_share", suite="tokenizer") if s.value > INVALID_UNK]
-    return SuiteOutput(details={"invalid": bad, "invalid_rule": f"unk_share > {INVALID_UNK}"})
+    return SuiteOutput(details={"invalid": bad, "invalid_rule": f"unk_share > {INVALID_UNK}",
+                                "no_word_measures": sorted(lang.code for lang in ctx.langs if lang.code in UNSPACED)})
 
 
 register_suite("tokenizer", "token premium vs a reference language, fertility, bytes/token, single-token retention "
