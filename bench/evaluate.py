@@ -29,18 +29,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # bench/peft.py would shadow peft
+from xlt.util import peak_rss_mib  # noqa: E402
 
 MODELS = {"smollm2": ["eng", "fra", "deu", "rus", "hin", "swh", "cmn", "arb"],
           "gemma3": ["eng", "swh", "hin", "nya"]}
 RUNNERS = ("xlt", "lm-eval-bs1", "lm-eval-bs8", "lm-eval-bs32")
 
 
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def texts(lang: str, max_bytes: int) -> list[str]:

@@ -28,14 +28,9 @@ from pathlib import Path
 
 # this file is named peft.py: keep its folder off the import path so `import peft` finds the package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from xlt.util import peak_rss_mib  # noqa: E402
 
 
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def vs_lora(n: int, lora_n: int | None) -> str:

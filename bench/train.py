@@ -36,15 +36,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # bench/peft.py would shadow the peft package (transformers' Trainer imports it): keep this folder off the path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from xlt.util import peak_rss_mib  # noqa: E402
 RUNNERS = ("xlt-auto", "xlt-auto-compile", "xlt-fp32", "plain-fp32", "hf-trainer-fp32", "hf-trainer-bf16")
 
 
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # -- the shared starting point ---------------------------------------------------------------------------------

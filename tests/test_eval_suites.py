@@ -22,6 +22,8 @@ def test_lang_scores_table_roundtrip_and_no_silent_overwrite():
     t.add(Score("a", "swh", "bpb", 2.0, higher_is_better=False, suite="bpb", ci=(1.5, 2.5)))
     with pytest.raises(ValueError, match="two values"):
         t.add(model="a", lang="eng", metric="bpb", value=1.5)
+    with pytest.raises(ValueError, match="nan"):
+        t.add(model="a", lang="fra", metric="bpb", value=float("nan"))
     back = LangScores.from_list(json.loads(json.dumps(t.as_list())))
     assert back.rows == t.rows and back.table("bpb") == {"a": {"eng": 1.0, "swh": 2.0}}
     assert back.direction("bpb") is False and back.get("a", "swh", "bpb").ci == (1.5, 2.5)
@@ -63,6 +65,24 @@ def test_forget_percent_fixtures_and_direction():
     assert forget_percent(0.8498, 0.8061) == pytest.approx(5.14, abs=5e-3)
     assert forget_percent(1.0, 1.2, higher_is_better=False) == pytest.approx(20.0)  # bits/byte up: lost
     assert forget_percent(1.0, 0.9, higher_is_better=False) == pytest.approx(-10.0)
+    from xlt.eval.suites.forgetting import combine
+    from xlt.languages import resolve
+
+    ctx = EvalContext([EvalModel("s", "-", role="source"),
+                       EvalModel("a", "-", role="adapted", source="s", source_lang="en", target="sw")],
+                      [resolve("en"), resolve("sw")], None)
+    scores = LangScores([Score("s", "eng", "bpb", 1.0, higher_is_better=False, suite="bpb"),
+                         Score("a", "eng", "bpb", 1.5, higher_is_better=False, suite="bpb"),
+                         Score("s", "swh", "bpb", 3.0, higher_is_better=False, suite="bpb"),
+                         Score("a", "swh", "bpb", 2.0, higher_is_better=False, suite="bpb"),
+                         Score("s", "eng", "off_target", 0.0, higher_is_better=False, suite="off-target"),
+                         Score("a", "eng", "off_target", 1.0, higher_is_better=False, suite="off-target")])
+    res = combine(ctx, scores, None)
+    assert res.scores.value("a", "eng", "forget%:bpb") == pytest.approx(50.0)
+    assert res.scores.get("a", "eng", "forget%:off_target") is None  # 0 before: undefined, listed as such
+    assert res.details["undefined"] == [{"model": "a", "metric": "off_target", "before": 0.0, "after": 1.0}]
+    row = res.details["table"][0]
+    assert (row["target_zero_shot"], row["target_adapted"]) == (3.0, 2.0)
 
 
 # -- parity and MultiLoKo answers ----------------------------------------------------------------------------------

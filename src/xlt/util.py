@@ -93,6 +93,18 @@ def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM) in MiB, NaN where /proc is absent (for benchmarks)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def machine_info(packages: tuple[str, ...] = ("torch", "transformers", "tokenizers", "peft", "accelerate",
                                               "safetensors", "numpy", "fasttext-wheel", "mergekit", "wechsel",
                                               "deepfocus")) -> dict:

@@ -63,6 +63,8 @@ class LangScores:
         s = score if score is not None else Score(**kw)
         if not isinstance(s.value, (int, float)) or isinstance(s.value, bool):
             raise TypeError(f"score value must be a number, got {type(s.value).__name__}")
+        if not math.isfinite(s.value):  # a suite leaves out what it cannot define; NaN would poison tables and JSON
+            raise ValueError(f"{s.suite or 'a suite'} gave {s.value} for {s.model} / {s.lang} / {s.metric}")
         key = (s.model, s.lang, s.metric)
         if key in self._index:
             raise ValueError(f"two values for {key}: {self.rows[self._index[key]].value} and {s.value}")

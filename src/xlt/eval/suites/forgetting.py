@@ -34,13 +34,16 @@ def prepare(ctx, opts) -> None:
 
 
 def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
-    out, rows = LangScores(), []
+    out, rows, undefined = LangScores(), [], []
     base = LangScores([s for s in scores if s.suite != "forgetting"])
     for m in (m for m in ctx.models if m.role == "adapted"):
         src_lang, tgt = resolve(m.source_lang).code, resolve(m.target).code if m.target else None
         for metric in base.metrics():
             before, after = base.get(m.source, src_lang, metric), base.get(m.name, src_lang, metric)
             if before is None or after is None:
+                continue
+            if before.value == 0:  # a share of nothing: Forget% is undefined (an off-target rate that starts at 0)
+                undefined.append({"model": m.name, "metric": metric, "before": 0.0, "after": after.value})
                 continue
             f = forget_percent(before.value, after.value, before.higher_is_better)
             out.add(Score(m.name, src_lang, f"forget%:{metric}", f, n=after.n, n_unit=after.n_unit,
@@ -55,7 +58,8 @@ def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
     if not rows:
         raise XltError("no metric was scored on the source language of both an adapted model and its source",
                        "add a per-model suite such as bpb (--suite bpb,forgetting)")
-    return SuiteOutput(out, {"table": rows})
+    return SuiteOutput(out, {"table": rows, "undefined": undefined,
+                             "undefined_rule": "Forget% is not defined where the source model scored 0"})
 
 
 register_suite("forgetting", "Forget% of each adapted model on its source language (positive = lost), beside the "
