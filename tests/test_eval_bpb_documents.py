@@ -125,3 +125,23 @@ def test_chunked_logprobs_are_closer_to_float64_than_an_fp32_log_softmax():
         ours = target_logprobs(model, ids, att, tgt).double().sum().item()
     assert abs(ours - f64) < 1e-4
     assert abs(ours - f64) <= abs(fp32 - f64)
+
+
+def test_a_peft_model_is_scored_through_its_base_like_the_plain_model():
+    """A LoRA model whose B matrices are zero computes the same function as its base: the same log-probabilities,
+    to the last bit, through the same chunked path."""
+    from peft import LoraConfig, get_peft_model
+
+    from xlt.eval.logprobs import _body_and_head
+
+    base = tiny_model("llama", vocab_size=97, hidden=32, layers=2, heads=4).eval()
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(5))
+    tgt = torch.roll(ids, -1, 1)
+    tgt[:, -1] = -100
+    with torch.no_grad():
+        plain = target_logprobs(base, ids, torch.ones_like(ids), tgt)
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).eval()
+    assert _body_and_head(peft_model) is not None
+    with torch.no_grad():
+        wrapped = target_logprobs(peft_model, ids, torch.ones_like(ids), tgt)
+    assert torch.equal(plain, wrapped)

@@ -25,7 +25,11 @@ _CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDi
 
 
 def _body_and_head(model):
-    """The model body (returns ``last_hidden_state``) and the output head, or None where there is no such split."""
+    """The model body (returns ``last_hidden_state``) and the output head, or None where there is no such split.
+    A PEFT model is split inside its base model, whose layers carry the adapters."""
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        model = get_base()
     head = getattr(model, "get_output_embeddings", lambda: None)()
     prefix = getattr(model, "base_model_prefix", None)
     body = getattr(model, prefix, None) if prefix else None
