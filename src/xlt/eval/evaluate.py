@@ -174,7 +174,7 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
 
     ctx = EvalContext(ms, lang_list, corp, split=split, max_bytes=max_bytes, seed=seed,
                       device=device or ("cuda" if torch.cuda.is_available() else "cpu"), precision=precision,
-                      inputs=dict(inputs or {}))
+                      inputs=dict(inputs or {}), show_progress=show_progress)
     for s in chosen:
         if s.prepare is not None:
             s.prepare(ctx, opts[s.name])

@@ -246,14 +246,31 @@ def scores_from_results(results: dict, limit: int | float | None = None, extra: 
     return out
 
 
+def _quiet(cls):
+    """``cls`` (lm-eval's HFLM) with its request-level progress bars turned off."""
+
+    class Quiet(cls):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return Quiet
+
+
 def run_tasks(model, tokenizer, tasks: Sequence[str], include_path=None, limit: int | float | None = None,
               batch_size: int = 8, device: str = "cpu", seed: int = 0, num_fewshot: int | None = None,
-              samples_out: dict | None = None) -> list[TaskScore]:
+              samples_out: dict | None = None, show_progress: bool = True) -> list[TaskScore]:
     """Run lm-eval ``tasks`` on ``model`` offline and return every task's metrics.
 
     ``model`` is a transformers causal LM (with ``tokenizer``; it is moved to ``device``), a model folder or a
     packaged model name (loaded after the tasks are checked). ``limit`` is lm-eval's (first items of each task).
-    ``samples_out``, when given, is filled with lm-eval's logged samples per task."""
+    ``samples_out``, when given, is filled with lm-eval's logged samples per task; ``show_progress=False`` silences
+    lm-eval's per-request progress bars."""
     tasks = [tasks] if isinstance(tasks, str) else list(dict.fromkeys(tasks))
     tm = check_tasks(tasks, include_path)
     model, tokenizer = _load(model, tokenizer)
@@ -266,7 +283,8 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], include_path=None, limit: 
         model.to(device)
     model.eval()
     with offline():
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm = (HFLM if show_progress else _quiet(HFLM))(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                                                        device=device)
         results = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
             log_samples=samples_out is not None, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -78,6 +78,7 @@ class EvalContext:
     precision: str = "fp32"
     work: Path | None = None  # a scratch folder of this evaluation
     inputs: dict = field(default_factory=dict)  # suite inputs given by the user (MT files, task folders)
+    show_progress: bool = True
     _texts: dict = field(default_factory=dict, repr=False)
 
     def texts(self, lang: Language | str) -> list[str]:

@@ -78,7 +78,8 @@ def per_model(ctx, m, opts: TasksOptions) -> LangScores:
     model, tok = m.load()
     out = LangScores()
     for s in run_tasks(model, tok, names, include_path=paths or None, limit=opts.task_limit or None,
-                       batch_size=opts.task_batch, device=ctx.device, seed=ctx.seed):
+                       batch_size=opts.task_batch, device=ctx.device, seed=ctx.seed,
+                       show_progress=ctx.show_progress):
         out.add(Score(m.name, s.language or "und", metric_name(s.task, s.language, s.metric), s.value, n=s.n,
                       stderr=s.stderr, higher_is_better=s.higher_is_better, suite="tasks", signature=s.signature))
     return out
