@@ -283,3 +283,63 @@ def test_qa_predictions_em_f1_and_multiloko_effects(tmp_path):
     bad.write_text('{"lang": "sw", "prediction": "x"}\n')
     with pytest.raises(XltError, match="lacks answers"):
         evaluate(inputs={"qa": bad}, out=tmp_path / "bad", show_progress=False)
+
+
+def test_review_fixes_edges_of_the_suites(tiny_pair, parallel_jsonl, tmp_path):
+    from xlt.corpora import open_corpus
+    from xlt.eval.harness import _load
+    from xlt.eval.suites.forgetting import combine
+    from xlt.eval.suites.mt import _examples
+    from xlt.eval.suites.offtarget import OffTargetOptions, _prompts
+    from xlt.eval.suites.qa import _records
+    from xlt.eval.suites.tasks import metric_name
+    from xlt.languages import resolve
+
+    # forgetting with nothing defined lists it instead of failing
+    ctx = EvalContext(tiny_pair, [resolve("en")], None)
+    only = LangScores([Score("src", "eng", "off_target", 0.0, higher_is_better=False, suite="off-target"),
+                       Score("run/ad", "eng", "off_target", 1.0, higher_is_better=False, suite="off-target")])
+    assert combine(ctx, only, None).details["undefined"][0]["metric"] == "off_target"
+    # parity against a reference scored 0: no ratio (never NaN)
+    assert parity({"eng": 0.0, "swh": 0.2})["transfer_ratio"] == {}
+    # zero-shot translation prompts have no examples
+    ctx = _ctx(tiny_pair, parallel_jsonl)
+    assert _examples(ctx, "eng", "swh", 0) == []
+    # languages written without spaces get character prompts
+    ctx.corpus, ctx._texts["cmn"] = None, ["起初神创造天地。地是空虚混沌，渊面黑暗。"] * 3
+    assert _prompts(ctx, resolve("zh"), OffTargetOptions(off_target_n=3))[0][0] == "起初神创造天地。地是空虚"  # 2 × 6 characters
+    # a script tag does not split a task's metric by language
+    assert metric_name("belebele_swh_Latn", "swh", "acc") == "belebele/acc"
+    assert metric_name("xlt_bible_next_swh", "swh", "acc") == "bible_next/acc"
+    # bad QA records are one clear error each
+    for rec, msg in (({"lang": "sw", "prediction": "x", "answers": []}, "non-empty list"),
+                     ({"lang": "sw", "prediction": 5, "answers": ["x"]}, "string or a list"),
+                     ({"lang": "sw", "prediction": "x", "answers": ["x"], "source": "Local"}, "not local")):
+        with pytest.raises(XltError, match=msg):
+            _records([rec])
+    # a corpus that is not parallel is refused before the premium divides by nothing
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text("".join(json.dumps({"id": f"{lang}{i}", "lang": lang, "text": f"word{i} {lang} text here"})
+                            + "\n" for lang in ("en", "sw") for i in range(200)))
+    ctx2 = EvalContext(tiny_pair, [resolve("en"), resolve("sw")], open_corpus(f"jsonl:{lone}"))
+    with pytest.raises(XltError, match="parallel"):
+        ctx2.parallel_texts(ctx2.langs)
+    # a PEFT model goes to lm-eval through its base model (which carries the adapters)
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny_pair[0].load()
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert _load(wrapped, tok)[0] is wrapped.get_base_model()
+
+
+def test_languages_a_suite_needs_are_scored_by_every_suite(tiny_pair, parallel_jsonl, tmp_path):
+    """forgetting needs the source language; bpb and tasks prepared afterwards score it too."""
+    res = evaluate(list(tiny_pair), "sw", "bpb,tasks,forgetting", tmp_path / "o", corpus=f"jsonl:{parallel_jsonl}",
+                   max_bytes=1500, options={"task_n": 4}, show_progress=False)
+    pairs = {(s.suite, s.lang) for s in res.scores}
+    assert {("bpb", "eng"), ("tasks", "eng"), ("bpb", "swh"), ("tasks", "swh")} <= pairs
+    metrics = set(res.scores.metrics())
+    undefined = {u["metric"] for u in res.details["forgetting"]["undefined"]}
+    assert "forget%:bpb" in metrics
+    for m in (m for m in metrics if m.startswith("bible_")):  # each task metric: a Forget %, or listed as undefined
+        assert f"forget%:{m}" in metrics or m in undefined, m

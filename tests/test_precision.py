@@ -180,3 +180,31 @@ def test_compile_failure_is_one_clear_error_or_eager_when_asked(tmp_path, blocks
     assert [h["loss"] for h in tried["train"]] == [h["loss"] for h in eager["train"]]
     with pytest.raises(XltError, match="--compile 'fast'"):
         TrainConfig(**cfg, compile="fast").validate()
+
+
+def test_a_compiled_backward_failure_is_caught_too(tmp_path, blocks, monkeypatch):
+    """The backward graph compiles on the first backward call: its failure is the same clear error, or eager under
+    try (the step computed again)."""
+    class Loss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("BackendCompilerFailed: backward lowering failed")
+
+    def compiled(model, *a, **k):
+        def f(*args, **kw):
+            out = model(*args, **kw)
+            out.loss = Loss.apply(out.loss)
+            return out
+        return f
+
+    monkeypatch.setattr(torch, "compile", compiled)
+    cfg = dict(CFG, steps=3, stage1_steps=1)
+    with pytest.raises(XltError, match="backward pass"):
+        Trainer(_model(), blocks, TrainConfig(**cfg, compile="yes"), tmp_path / "y", show_progress=False).train()
+    eager = Trainer(_model(), blocks, TrainConfig(**cfg), tmp_path / "n", show_progress=False).train()
+    tried = Trainer(_model(), blocks, TrainConfig(**cfg, compile="try"), tmp_path / "t", show_progress=False).train()
+    assert [h["loss"] for h in tried["train"]] == [h["loss"] for h in eager["train"]]

@@ -247,6 +247,9 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
 
     # under `accelerate launch` (or torchrun), only the main process writes files; on CPUs the processes talk gloo
     state = PartialState(cpu=not torch.cuda.is_available())
+    from xlt.adapt.train import check_parallelism
+
+    check_parallelism(state.distributed_type)  # before any work: a sharded launch would save wrong weights
     main = state.is_main_process
     work = out / ".work"
     if main:

@@ -77,6 +77,10 @@ def check_parallelism(distributed_type) -> None:
                        "process")
 
 
+class _RedoStep(Exception):
+    """Internal: compute this step again (the compiled backward failed and training fell back to eager)."""
+
+
 class TrainingInterrupted(Exception):
     """Raised after a checkpoint was saved because training was interrupted (Ctrl-C or ``interrupt_at``)."""
 
@@ -285,6 +289,26 @@ class Trainer:
         self._compiled = True
         return loss
 
+    def _compiled_backward(self, loss) -> None:
+        """The first backward pass through the compiled model, where the backward graph compiles: a failure is handled
+        as in :meth:`_step_forward` (under ``try`` the step's gradient is computed again by the eager model)."""
+        try:
+            self.accelerator.backward(loss)
+        except XltError:
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            if self.cfg.compile == "yes":
+                raise XltError(f"torch.compile cannot compile this model's backward pass here ({reason})",
+                               "pass --compile try to fall back to eager, or --compile no") from None
+            import logging
+
+            logging.getLogger("xlt").warning("torch.compile failed in the backward pass (%s); training eagerly "
+                                             "(--compile try)", reason)
+            self._forward = self.model
+            self.opt.zero_grad(set_to_none=True)
+            raise _RedoStep() from None
+
     # -- the loop -------------------------------------------------------------------------------
     def _evaluate(self) -> None:
         if self.eval_fn is None or not self.accelerator.is_main_process:
@@ -324,15 +348,22 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.model.train()
                 total = torch.zeros((), device=acc.device)
-                for micro in range(cfg.grad_accum):
-                    batch = self.blocks.batch(self.step, micro, cfg.grad_accum, cfg.batch_size,
-                                              acc.process_index, acc.num_processes).to(acc.device)
-                    sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.model)
-                    with sync:
-                        with autocast(cfg.precision, acc.device.type):
-                            loss = self._step_forward(batch) / cfg.grad_accum
-                        acc.backward(loss)
-                    total += loss.detach()
+                try:
+                    for micro in range(cfg.grad_accum):
+                        batch = self.blocks.batch(self.step, micro, cfg.grad_accum, cfg.batch_size,
+                                                  acc.process_index, acc.num_processes).to(acc.device)
+                        sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(self.model)
+                        with sync:
+                            first_compiled = self._forward is not self.model and not self._compiled
+                            with autocast(cfg.precision, acc.device.type):
+                                loss = self._step_forward(batch) / cfg.grad_accum
+                            if first_compiled and self._compiled:  # the backward graph compiles on its first call
+                                self._compiled_backward(loss)
+                            else:
+                                acc.backward(loss)
+                        total += loss.detach()
+                except _RedoStep:  # the compiled backward failed under --compile try: this step again, eagerly
+                    continue
                 params = [p for p in self.model.parameters() if p.requires_grad]
                 if cfg.max_grad_norm:
                     acc.clip_grad_norm_(params, cfg.max_grad_norm)

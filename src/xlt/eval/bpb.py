@@ -194,8 +194,12 @@ def max_length(model, tokenizer, default: int = 2048) -> int:
 
 
 def prefix_token_id(tokenizer) -> int:
-    """lm-eval's prefix token: BOS where the tokenizer has one, else EOS."""
-    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    """lm-eval's prefix token: BOS where the tokenizer has one, else EOS (with neither, where lm-eval fails, the stream
+    definition's boundary token, id 0)."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return boundary_token_id(tokenizer)
 
 
 def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:

@@ -106,14 +106,23 @@ def resolve_models(specs: list, allow_pickle: bool = False) -> list[EvalModel]:
                 out.append(EvalModel(p.name, str(p), loader=lambda p=p: (load_adapted(p), load_tokenizer(p))))
             else:
                 out.append(_hf_model(p.name, p, allow_pickle))
+    orig = {id(m): m.name for m in out}
     seen: dict[str, EvalModel] = {}
+    final: dict[int, str] = {}  # id(model) -> the name it is scored under (a duplicate: its survivor's)
     for m in out:
         key = os.path.realpath(m.path) if m.path != "(in memory)" else id(m)
         if key in seen:
+            final[id(m)] = seen[key].name
             continue
         if any(o.name == m.name for o in seen.values()):
             m.name = f"{m.name}#{len(seen)}"
         seen[key] = m
+        final[id(m)] = m.name
+    for i, m in enumerate(out):  # an adapted model names its run's source by the name that source is scored under
+        if m.source is not None and any(m is v for v in seen.values()):
+            src = next((o for o in reversed(out[:i]) if o.role == "source" and orig[id(o)] == m.source), None)
+            if src is not None:
+                m.source = final[id(src)]
     return list(seen.values())
 
 
@@ -168,13 +177,23 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
         raise XltError("no model to evaluate", "give model names, folders or run folders (or only model-free "
                                                "suites such as mt with --refs/--hyps)")
     need_corpus = any(s.needs_corpus for s in chosen) or bool(ms)
-    corp = open_corpus(corpus) if need_corpus and corpus is not None else None
+    one_lang = None  # an untagged text corpus (text:PATH) is in the one language --langs names
+    if isinstance(langs, str) and langs.strip() not in ("bible", "all") and len(langs.split(",")) == 1:
+        one_lang = langs.strip()
+    elif isinstance(langs, (list, tuple)) and len(langs) == 1:
+        one_lang = str(langs[0])
+    corp = open_corpus(corpus, one_lang) if need_corpus and corpus is not None else None
     lang_list = resolve_langs(langs, corp) if (need_corpus or langs not in ("bible", "all")) else []
     import torch
 
     ctx = EvalContext(ms, lang_list, corp, split=split, max_bytes=max_bytes, seed=seed,
                       device=device or ("cuda" if torch.cuda.is_available() else "cpu"), precision=precision,
                       inputs=dict(inputs or {}), show_progress=show_progress)
+    for s in chosen:  # first every language some suite needs, so that every suite prepares for all of them
+        for code in (s.languages(ctx, opts[s.name]) if s.languages is not None else []):
+            lang = corp.language(code) if corp is not None else resolve(code)
+            if lang not in ctx.langs:
+                ctx.langs.append(lang)
     for s in chosen:
         if s.prepare is not None:
             s.prepare(ctx, opts[s.name])
@@ -260,5 +279,6 @@ def _write(out: Path, metrics: dict) -> None:
     from xlt.util import atomic_dir
 
     with atomic_dir(out, overwrite=True) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=float))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=float,
+                                                     allow_nan=False))
         (tmp / "report.html").write_text(render_evaluation(metrics), encoding="utf-8")

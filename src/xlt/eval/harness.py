@@ -204,6 +204,9 @@ def check_tasks(tasks: Sequence[str], include_path=None):
 def _load(model, tokenizer):
     from transformers import PreTrainedModel
 
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base) and not isinstance(model, PreTrainedModel):  # a PEFT model: its base carries the adapters
+        model = get_base()
     if isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise XltError("an in-memory model was given without its tokenizer", "pass tokenizer=...")

@@ -8,7 +8,6 @@ max − min, the worst language is then ``max``).
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections import Counter
@@ -34,7 +33,7 @@ def parity(values: dict[str, float], ref: str | None = "eng") -> dict:
         r = values[ref]
         out["ref"] = ref
         out["relative_gap"] = {k: r - v for k, v in values.items() if k != ref}
-        out["transfer_ratio"] = {k: (v / r if r else math.nan) for k, v in values.items() if k != ref}
+        out["transfer_ratio"] = {k: v / r for k, v in values.items() if k != ref} if r else {}  # undefined at 0
     return out
 
 

@@ -108,6 +108,11 @@ class EvalContext:
             if kept and total > self.max_bytes:
                 break
             kept.append(d)
+        if not kept:
+            raise XltError(f"the {self.corpus.name} corpus has no {self.split} document that "
+                           f"{', '.join(lang.code for lang in langs)} all have (parallel by key)",
+                           "give a parallel corpus (records sharing an id across languages), or leave out the "
+                           "tokenizer suite")
         out = {langs[0].code: [d.text for d in kept]}
         out.update({code: [o[d.key] for d in kept] for code, o in others.items()})
         return out
@@ -132,6 +137,9 @@ class EvalSuite:
     #: ``prepare(ctx, options)`` refuses bad input, or completes the context (a language it needs), before any
     #: model loads
     prepare: Callable[[EvalContext, Any], None] | None = None
+    #: ``languages(ctx, options) -> [codes]``: languages the suite needs besides ``--langs``; the engine adds them
+    #: before any suite prepares, so every suite scores them
+    languages: Callable[[EvalContext, Any], list[str]] | None = None
     #: options (and ``inputs``) for a small run in the contract tests: ``{"options": {...}, "inputs": {...}}``
     example: dict = field(default_factory=dict)
 

@@ -22,15 +22,15 @@ def forget_percent(before: float, after: float, higher_is_better: bool = True) -
     return lost / abs(before) * 100
 
 
+def languages(ctx, opts) -> list[str]:
+    """The source language (and the target) of every adapted model: the other suites must score them."""
+    return [code for m in ctx.models if m.role == "adapted" for code in (m.source_lang, m.target) if code]
+
+
 def prepare(ctx, opts) -> None:
-    adapted = [m for m in ctx.models if m.role == "adapted"]
-    if not adapted:
+    if not any(m.role == "adapted" for m in ctx.models):
         raise XltError("the forgetting suite needs an adapted model and its source",
                        "evaluate a run folder of `xlt adapt` (it brings both)")
-    for m in adapted:  # the source language (and the target) must be scored
-        for code in (m.source_lang, m.target):
-            if code and all(lang.code != resolve(code).code for lang in ctx.langs):
-                ctx.langs.append(resolve(code))
 
 
 def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
@@ -55,7 +55,7 @@ def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
                 zs, ad = base.get(m.source, tgt, metric), base.get(m.name, tgt, metric)
                 row.update(target=tgt, target_zero_shot=zs.value if zs else None, target_adapted=ad.value if ad else None)
             rows.append(row)
-    if not rows:
+    if not rows and not undefined:
         raise XltError("no metric was scored on the source language of both an adapted model and its source",
                        "add a per-model suite such as bpb (--suite bpb,forgetting)")
     return SuiteOutput(out, {"table": rows, "undefined": undefined,
@@ -63,4 +63,4 @@ def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
 
 
 register_suite("forgetting", "Forget% of each adapted model on its source language (positive = lost), beside the "
-               "target's zero-shot and adapted scores", prepare=prepare, combine=combine)
+               "target's zero-shot and adapted scores", languages=languages, prepare=prepare, combine=combine)

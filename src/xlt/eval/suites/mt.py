@@ -41,7 +41,9 @@ class MTOptions:
 def _read_lines(path, what: str) -> list[str]:
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        text = p.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        return lines[:-1] if text.endswith("\n") else lines  # a final newline ends the last line; "" is a segment
     except (OSError, UnicodeDecodeError) as e:
         raise XltError(f"cannot read {what} {p}: {e}", f"give a UTF-8 text file, one segment per line") from None
 
@@ -88,6 +90,8 @@ def prepare(ctx, opts: MTOptions) -> None:
 
 
 def _examples(ctx, src, tgt, n_shots: int):
+    if n_shots <= 0:
+        return []
     train = {d.key: d.text for d in ctx.corpus.documents(tgt, "train")}
     shots = []
     for d in ctx.corpus.documents(src, "train"):

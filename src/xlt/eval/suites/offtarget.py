@@ -24,14 +24,22 @@ class OffTargetOptions:
 
 
 def _prompts(ctx, lang, opts) -> list[tuple[str, str]]:
-    """(prompt, true continuation) pairs spread evenly over the language's held-out documents."""
-    docs = [t for t in ctx.texts(lang) if len(t.split()) > opts.off_target_words + 2]
+    """(prompt, true continuation) pairs spread evenly over the language's held-out documents; in a language written
+    without spaces the prompt is the first 2 × ``off_target_words`` characters."""
+    from xlt.languages import UNSPACED
+
+    if lang.code in UNSPACED:
+        n = 2 * opts.off_target_words
+        cut = lambda t: (t[:n], t[n:])  # noqa: E731
+        docs = [t for t in ctx.texts(lang) if len(t) > n + 4]
+    else:
+        cut = lambda t: (" ".join(t.split()[: opts.off_target_words]),  # noqa: E731
+                         " ".join(t.split()[opts.off_target_words:]))
+        docs = [t for t in ctx.texts(lang) if len(t.split()) > opts.off_target_words + 2]
     if not docs:
         return []
     step = max(1, len(docs) // opts.off_target_n)
-    chosen = docs[::step][: opts.off_target_n]
-    return [(" ".join(t.split()[: opts.off_target_words]), " ".join(t.split()[opts.off_target_words:]))
-            for t in chosen]
+    return [cut(t) for t in docs[::step][: opts.off_target_n]]
 
 
 def prepare(ctx, opts: OffTargetOptions) -> None:

@@ -44,6 +44,17 @@ def _records(source) -> list[dict]:
         if missing:
             raise XltError(f"{p} line {i} lacks {', '.join(missing)}",
                            'each line needs {"lang": ..., "prediction": ..., "answers": [...]}')
+        pred, answers = r["prediction"], r["answers"]
+        preds = [pred] if isinstance(pred, str) else pred
+        if not isinstance(preds, list) or not all(isinstance(x, str) for x in preds):
+            raise XltError(f"{p} line {i}: prediction must be a string or a list of strings",
+                           'write e.g. "prediction": "Nairobi"')
+        if not isinstance(answers, list) or not answers or not all(isinstance(x, str) for x in answers):
+            raise XltError(f"{p} line {i}: answers must be a non-empty list of strings",
+                           'write e.g. "answers": ["Nairobi", "Nairobi city"]')
+        if r.get("source", "local") not in ("local", "translated"):
+            raise XltError(f"{p} line {i}: source {r.get('source')!r} is not local or translated",
+                           "leave it out for locally sourced questions, or write translated")
         lang = resolve(r["lang"]).code
         out.append({"system": str(r.get("system", "predictions")), "lang": lang,
                     "asked_in": resolve(r.get("asked_in", lang)).code, "source": r.get("source", "local"),
@@ -84,9 +95,9 @@ def combine(ctx, scores: LangScores, opts) -> SuiteOutput:
         in_en = {l: v for (l, a, s), v in em_by.items() if a == "eng" and s == "local" and l != "eng"}
         translated = {l: v for (l, a, s), v in em_by.items() if a == l and s == "translated"}
         d = {}
-        if in_en:
+        if set(own) & set(in_en):
             d["mother_tongue_effect"] = paired_effect(own, in_en)
-        if translated:
+        if set(own) & set(translated):
             d["locality_effect"] = paired_effect(own, translated)
         details[system] = d
     return SuiteOutput(out, details)

@@ -59,13 +59,14 @@ def prepare(ctx, opts: TasksOptions) -> None:
 
 
 def metric_name(task: str, lang: str | None, metric: str) -> str:
+    import re
+
     base = task
     if lang:
         parts = task.split("_")
+        if len(parts) > 2 and re.fullmatch(r"[A-Z][a-z]{3}", parts[-1]):  # a script tag: belebele_swh_Latn
+            parts = parts[:-1]
         base = "_".join(parts[:-1]) if len(parts) > 1 else task
-        for tag in ("Latn", "Cyrl", "Arab", "Deva", "Hans", "Hant", "Ethi", "Beng"):
-            if base.endswith("_" + tag):
-                base = base[: -len(tag) - 1]
     if base.startswith("xlt_"):
         base = base[4:]
     return f"{base}/{metric}"
