@@ -98,6 +98,9 @@ class EvalContext:
         split by text hash puts a key's translations in different splits)."""
         if self.corpus is None:
             raise XltError("this evaluation has no corpus", "pass --corpus (e.g. bible)")
+        key = ("parallel",) + tuple(lang.code for lang in langs)
+        if key in self._texts:  # every model of the evaluation reads the same documents
+            return self._texts[key]
         first = self.corpus.documents(langs[0], self.split)
         others = {lang.code: {d.key: d.text for d in self.corpus.documents(lang)} for lang in langs[1:]}
         total, kept = 0, []
@@ -115,6 +118,7 @@ class EvalContext:
                            "tokenizer suite")
         out = {langs[0].code: [d.text for d in kept]}
         out.update({code: [o[d.key] for d in kept] for code, o in others.items()})
+        self._texts[key] = out
         return out
 
 

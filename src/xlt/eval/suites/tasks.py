@@ -59,12 +59,12 @@ def prepare(ctx, opts: TasksOptions) -> None:
 
 
 def metric_name(task: str, lang: str | None, metric: str) -> str:
-    import re
+    from xlt.eval.harness import _SCRIPT
 
     base = task
     if lang:
         parts = task.split("_")
-        if len(parts) > 2 and re.fullmatch(r"[A-Z][a-z]{3}", parts[-1]):  # a script tag: belebele_swh_Latn
+        if len(parts) > 2 and _SCRIPT.match(parts[-1]):  # a script tag: belebele_swh_Latn
             parts = parts[:-1]
         base = "_".join(parts[:-1]) if len(parts) > 1 else task
     if base.startswith("xlt_"):
