@@ -234,3 +234,28 @@ def test_smollm2_english_next_verse_above_chance(tmp_path):
     print(f"SmolLM2 xlt_bible_next_eng: acc {k}/{acc.n} = {acc.value:.3f} (binomial p = {p:.2g} against 1/4), "
           f"acc_norm {norm.value:.3f}")
     assert acc.n == 60 and p < 0.01
+
+
+@needs_bible
+def test_task_langs_labels_a_task_whose_name_has_no_language(built, tiny, tmp_path):
+    from xlt.eval.evaluate import evaluate
+
+    text = (built.path / "xlt_bible_next_eng.yaml").read_text(encoding="utf-8")
+    assert "task: xlt_bible_next_eng" in text
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "own.yaml").write_text(text.replace("task: xlt_bible_next_eng", "task: bible_english_only"),
+                                                encoding="utf-8")
+    opts = {"tasks": "bible_english_only", "task_dir": str(tmp_path / "tasks"), "task_limit": 8}
+    plain = evaluate([tiny], "eng", "tasks", options=opts, show_progress=False)
+    assert {(s.lang, s.metric) for s in plain.scores} == {("und", "bible_english_only/acc"),
+                                                           ("und", "bible_english_only/acc_norm")}
+    mapped = evaluate([tiny], "eng", "tasks", options={**opts, "task_langs": "bible_english_only:en"},
+                      show_progress=False)
+    assert {(s.lang, s.metric) for s in mapped.scores} == {("eng", "bible_english_only/acc"),
+                                                            ("eng", "bible_english_only/acc_norm")}
+    assert [s.value for s in mapped.scores] == [s.value for s in plain.scores]
+    for bad, msg in (("hellaswag:eng", "not evaluated"), ("bible_english_only=eng", "not TASK:LANG"),
+                     ("bible_english_only:xx1", "language")):
+        with pytest.raises(XltError, match=msg):  # refused before the model is scored
+            evaluate([tiny], "eng", "tasks", options={**opts, "task_langs": bad},
+                     show_progress=False)

@@ -210,13 +210,14 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
         if not per_model:
             break
         log.info("loading %s", m.name)
-        m.load()
+        home = _place(m.load()[0], ctx.device)  # every suite scores the model on ctx.device
         for s in per_model:
             bar.set_postfix(model=m.name, suite=s.name)
             t = time.time()
             scores.extend(_checked(s.name, s.per_model(ctx, m, opts[s.name])))
             timings[f"{m.name}:{s.name}"] = time.time() - t
             bar.update(1)
+        _place(m.load()[0], home)  # an in-memory model goes back where the caller had it
         m.release()
     bar.close()
     details = {}
@@ -247,6 +248,19 @@ def evaluate(models: list | None = None, langs: Any = "bible", suites: str | lis
             if not isinstance(spec, (tuple, EvalModel)) and (Path(spec) / "run.json").is_file():
                 link_into_run(Path(spec), out, metrics)
     return result
+
+
+def _place(model, device):
+    """Move ``model`` to ``device`` (where it is not already) and return the device it was on."""
+    import torch
+
+    try:
+        was = next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return device
+    if torch.device(device) != was:
+        model.to(device)
+    return was
 
 
 def link_into_run(run: Path, out: Path, metrics: dict) -> None:

@@ -201,6 +201,15 @@ def check_tasks(tasks: Sequence[str], include_path=None):
     return tm
 
 
+def task_leaves(tasks: Sequence[str], tm) -> list[str]:
+    """The single tasks that ``tasks`` (names or groups, as checked by :func:`check_tasks`) expand to."""
+    seen: set = set()
+    out: list[str] = []
+    for t in dict.fromkeys([tasks] if isinstance(tasks, str) else tasks):
+        out += [leaf for leaf in _leaves(t, tm.task_index, seen) if leaf not in out]
+    return out
+
+
 def _load(model, tokenizer):
     from transformers import PreTrainedModel
 

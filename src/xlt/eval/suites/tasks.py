@@ -5,7 +5,9 @@ language (:mod:`xlt.eval.bible_tasks`: ``xlt_bible_next_<lang>``, a verse then i
 ``xlt_bible_cloze_<lang>``, a verse's first half then its second half among 4; the same verse keys and answer
 positions in every language). Other names are lm-eval tasks, from lm-eval itself when their data is on this machine or
 from YAML files in ``task_dir``; each task is checked before any model loads. A task's language comes from its name
-(``xnli_sw`` → swh); its metric is named ``<task without the language>/<metric>`` (``bible_next/acc``).
+(``xnli_sw`` → swh), or from ``task_langs`` for names that carry none (``hellaswag:eng``): English-only tasks are then
+scored as English, so ``forgetting`` sees them. Its metric is named ``<task without the language>/<metric>``
+(``bible_next/acc``), or ``<task>/<metric>`` for a task whose language ``task_langs`` gives.
 """
 
 from __future__ import annotations
@@ -26,6 +28,21 @@ class TasksOptions:
     task_n: int = option(40, "items per Bible task", check=positive)
     task_limit: int = option(0, "score only the first N items of each task (0: all)")
     task_batch: int = option(8, "lm-eval batch size", check=positive)
+    task_langs: str = option("", "TASK:LANG pairs for tasks whose name carries no language, e.g. "
+                                 "'hellaswag:eng,arc_easy:eng' (else such tasks are labelled 'und')")
+
+
+def task_langs(opts: TasksOptions) -> dict[str, str]:
+    """``task_langs`` parsed: task name -> ISO 639-3 code (one error naming a malformed pair or unknown language)."""
+    from xlt.languages import resolve
+
+    out = {}
+    for pair in (x.strip() for x in opts.task_langs.split(",") if x.strip()):
+        task, sep, lang = pair.partition(":")
+        if not sep or not task.strip() or not lang.strip():
+            raise XltError(f"task_langs entry {pair!r} is not TASK:LANG", "write e.g. -O task_langs=hellaswag:eng")
+        out[task.strip()] = resolve(lang.strip()).code
+    return out
 
 
 def _task_list(ctx, opts: TasksOptions) -> tuple[list[str], list[str]]:
@@ -53,8 +70,14 @@ def _task_list(ctx, opts: TasksOptions) -> tuple[list[str], list[str]]:
 def prepare(ctx, opts: TasksOptions) -> None:
     from xlt.eval.harness import check_tasks
 
+    from xlt.eval.harness import task_leaves
+
     names, paths = _task_list(ctx, opts)
-    check_tasks(names, paths or None)  # before any model loads
+    tm = check_tasks(names, paths or None)  # before any model loads
+    unknown = sorted(set(task_langs(opts)) - set(task_leaves(names, tm)))
+    if unknown:
+        raise XltError(f"task_langs names tasks that are not evaluated: {', '.join(unknown)}",
+                       f"name tasks among: {', '.join(task_leaves(names, tm))}")
     ctx.inputs["tasks"] = (names, paths)
 
 
@@ -76,12 +99,15 @@ def per_model(ctx, m, opts: TasksOptions) -> LangScores:
     from xlt.eval.harness import run_tasks
 
     names, paths = ctx.inputs.get("tasks") or _task_list(ctx, opts)
+    given = task_langs(opts)
     model, tok = m.load()
     out = LangScores()
     for s in run_tasks(model, tok, names, include_path=paths or None, limit=opts.task_limit or None,
                        batch_size=opts.task_batch, device=ctx.device, seed=ctx.seed,
                        show_progress=ctx.show_progress):
-        out.add(Score(m.name, s.language or "und", metric_name(s.task, s.language, s.metric), s.value, n=s.n,
+        lang = given.get(s.task) or s.language
+        metric = metric_name(s.task, None if s.task in given else s.language, s.metric)
+        out.add(Score(m.name, lang or "und", metric, s.value, n=s.n,
                       stderr=s.stderr, higher_is_better=s.higher_is_better, suite="tasks", signature=s.signature))
     return out
 
