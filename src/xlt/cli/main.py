@@ -276,6 +276,12 @@ from xlt.cli.merge import MergeCommand, merge as _merge  # noqa: E402
 
 app.command(name="merge", cls=MergeCommand)(_merge)
 
+from xlt.cli.analyze import analyses as _analyses, analyze as _analyze, upcycle as _upcycle  # noqa: E402
+
+app.command(name="analyze")(_analyze)
+app.command(name="analyses")(_analyses)
+app.command(name="upcycle")(_upcycle)
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""

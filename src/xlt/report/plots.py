@@ -144,3 +144,25 @@ def grouped_bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, r
     if len(inner) > 1:
         ax.legend(fontsize=8)
     return _fig_bytes(fig)
+
+
+def layer_curves(series: dict[str, list[float | None]], title: str, ylabel: str,
+                 baselines: dict[str, list[float | None]] | None = None, xlabel: str = "layer") -> bytes:
+    """One line per series against the layer index; each series' baseline (chance level), where given, dotted in
+    the same colour."""
+    import numpy as np
+
+    fig, ax = _axes((7.5, 3.8))
+    for name, ys in series.items():
+        vals = [np.nan if v is None else v for v in ys]
+        (line,) = ax.plot(range(len(vals)), vals, marker=".", label=name)
+        if baselines and name in baselines:
+            base = [np.nan if v is None else v for v in baselines[name]]
+            ax.plot(range(len(base)), base, ls=":", color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8, ncol=2)
+    return _fig_bytes(fig)

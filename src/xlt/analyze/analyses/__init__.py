@@ -1,0 +1,1 @@
+"""The built-in analyses, each registered by name in :data:`xlt.analyze.registry.ANALYSES`."""
