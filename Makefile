@@ -54,7 +54,7 @@ demo: $(BIN)/.data
 	$(BIN)/xlt adapt --source smollm2 --target sw --corpus bible \
 	    --init overlap,focus,random --steps 60 --stage1-steps 20 \
 	    --batch-size 4 --seq-len 128 --eval-every 20 --eval-max-bytes 8000 --loo-tokens 100 \
-	    --out runs/demo-sw --overwrite
+	    --out runs/demo-sw --overwrite --analyze
 
 # The whole suite, including the `slow` tests on the real SmolLM2, Gemma-3 and Bible packages and the
 # equivalence tests against the reference packages.

@@ -309,3 +309,25 @@ def test_auto_precision_is_fp32_without_bf16_hardware_and_says_why(monkeypatch):
     assert "none of avx512_bf16, amx_bf16" in rec["reason"]
     with pytest.raises(XltError, match="--precision bf16 was asked for"):
         AdaptSettings.create(init="overlap", precision="bf16")
+
+
+def test_analyze_at_the_end_of_a_run_is_linked_from_its_report(tmp_path, tiny_source_dir, parallel_jsonl):
+    out = tmp_path / "sw"
+    args = {**ARGS, "init": "overlap"}
+    run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out,
+        analyze={"n": 40, "heldout": 8, "split": "train", "analyses": "alignment,lens",
+                 "options": {"n_perm": 10}}, **args)
+    data = json.loads((out / "analysis" / "analysis.json").read_text())
+    assert [m["role"] for m in data["models"]] == ["source", "adapted"]  # the source and the adapted model
+    assert data["settings"]["langs"] == ["eng", "swh"] and data["settings"]["ref"] == "eng"
+    metrics = json.loads((out / "metrics.json").read_text())
+    (entry,) = metrics["analyses"]
+    assert entry["report"] == "analysis/analysis.html" and set(entry["best_retrieval"]) == {m["name"] for m in
+                                                                                            data["models"]}
+    assert "Analyses (xlt analyze)" in (out / "report.html").read_text()
+    # a corpus that is not parallel is refused before any training
+    mono = tmp_path / "mono.txt"
+    mono.write_text("\n".join(f"sentensi ya {i} hapa" for i in range(200)), encoding="utf-8")
+    with pytest.raises(XltError, match="--analyze needs eng and swh texts aligned"):
+        run(source=str(tiny_source_dir), corpus=f"text:{mono}", out=tmp_path / "mono", analyze=True, **args)
+    assert not (tmp_path / "mono").exists()

@@ -194,7 +194,7 @@ def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
 
 def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *, overwrite: bool = False,
         allow_pickle: bool = False, show_progress: bool = True, interrupt_at: int | None = None,
-        **kwargs) -> RunResult:
+        analyze: bool | dict = False, **kwargs) -> RunResult:
     """Adapt ``settings.source`` to ``settings.target`` with each init and method; what ``xlt adapt`` runs.
 
     ``settings``: an :class:`AdaptSettings` (from :meth:`AdaptSettings.create`), or leave it out and give the same
@@ -206,7 +206,9 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     every bits/byte is also given per native-script byte, beside the source model reading the native script.
     ``method`` (comma-separated) picks what stage 2 trains (``full``, ``lora``, ``sft``, ...; ``xlt methods``), with
     ``method_options``; each (init, method) pair gives one model, in ``<init>/`` for ``full`` and
-    ``<init>+<method>/`` otherwise. Progress is logged to the ``xlt`` logger (the CLI shows it).
+    ``<init>+<method>/`` otherwise. Progress is logged to the ``xlt`` logger (the CLI shows it). ``analyze``
+    (True, or keyword arguments for :func:`xlt.analyze.analyze`) analyses the source model and every adapted model
+    on verse-aligned source- and target-language texts at the end, into ``out/analysis/``, linked from the report.
     """
     if settings is None:
         settings = AdaptSettings.create(**kwargs)
@@ -237,6 +239,15 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     if not dev_texts or not test_texts:
         raise XltError(f"the {corp.name} corpus has no held-out (dev/test) text for {tgt.code}",
                        "give more documents so the hash split can hold some out")
+    if analyze:  # the analysis needs texts aligned across the two languages: refuse now, not after training
+        from xlt.analyze import aligned_texts
+
+        try:
+            aligned_texts(native, [src_lang.code, tgt.code], src_lang.code, 4, 0)
+        except XltError as e:
+            raise XltError(f"--analyze needs {src_lang.code} and {tgt.code} texts aligned in the corpus: {e.problem}",
+                           "use a parallel corpus (bible, or jsonl:PATH with ids shared across languages), or "
+                           "leave out --analyze") from None
     src_folder = resolve_source(settings.source)
     check_model_folder(src_folder, allow_pickle=allow_pickle)
     src_tok = load_tokenizer(src_folder)
@@ -313,6 +324,15 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
         report = write_report(out, metrics)
         shutil.rmtree(work, ignore_errors=True)
         write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
+        if analyze:
+            from xlt.analyze import analyze as run_analysis
+
+            kw = dict(analyze) if isinstance(analyze, dict) else {}
+            kw.setdefault("n", 100)
+            kw.setdefault("heldout", 20)
+            run_analysis([out], f"{src_lang.code},{tgt.code}", kw.pop("analyses", None), out / "analysis",
+                         corpus=native, ref=src_lang.code, allow_pickle=allow_pickle, overwrite=True,
+                         show_progress=show_progress, **kw)
         log.info("report: %s", report.resolve())
     state.wait_for_everyone()
     return RunResult(out, metrics, report)

@@ -147,11 +147,34 @@ def analyze(models: list, langs: Any = "eng,swh", analyses: str | list[str] | No
     data["seconds"] = {"total": time.time() - t0, **timings}
     if out is not None:
         _write(out, data, names)
+        for spec in models or []:
+            if isinstance(spec, (str, Path)) and (Path(spec) / "run.json").is_file():
+                link_into_run(Path(spec), out, data)
     for name in names:  # side data (neuron sets, routing arrays) never reaches analysis.json
         for r in results[name].values():
             for k in [k for k in r if k.startswith("_")]:
                 r.pop(k)
     return AnalysisResult(results, out, data)
+
+
+def link_into_run(run: Path, out: Path, data: dict) -> None:
+    """Record this analysis in the run's metrics.json (``analyses``: where its report is, what ran, and per model
+    the best-layer retrieval@1 where alignment ran) and write the run's report.html again with an Analyses
+    section."""
+    import os
+
+    from xlt.report import write_report
+    from xlt.util import write_json_atomic
+
+    run_metrics = json.loads((run / "metrics.json").read_text())
+    best = {m: {lang: b for lang, b in r["best"].items()}
+            for m, r in data["results"].get("alignment", {}).items()}
+    entry = {"report": os.path.relpath(out / "analysis.html", run), "analyses": data["settings"]["analyses"],
+             "langs": data["settings"]["langs"], "ref": data["settings"]["ref"], "n": data["settings"]["n"],
+             "best_retrieval": best}
+    run_metrics["analyses"] = [e for e in run_metrics.get("analyses", []) if e["report"] != entry["report"]] + [entry]
+    write_json_atomic(run / "metrics.json", run_metrics)
+    write_report(run, run_metrics)
 
 
 def _write(out: Path, data: dict, names: list[str]) -> None:

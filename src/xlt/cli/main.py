@@ -60,6 +60,7 @@ def adapt(
     precision: str = typer.Option("auto", help="Training arithmetic: auto (bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16, else fp32) | fp32 | bf16. bf16 is autocast; weights and optimizer state stay fp32."),
     eval_precision: str = typer.Option("fp32", help="Bits/byte arithmetic: fp32 (comparable across machines) | bf16 | auto."),
     compile: str = typer.Option("no", "--compile", help="Train through torch.compile: no | yes (an error if it cannot run here) | try (eager where it cannot). Compiling takes a minute or more per stage on a small CPU; it pays on long runs (docs/training.md)."),
+    analyze: bool = typer.Option(False, "--analyze", help="At the end, run xlt analyze on the source and every adapted model (alignment, lens, language neurons on source- and target-language verses; needs a parallel corpus) into OUT/analysis/, linked from report.html."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Adapt a source LM to a target language: new tokenizer, embedding init(s), continued training, report.
@@ -75,7 +76,7 @@ def adapt(
         seed=seed, source_lang=source_lang, samples=samples, init_options=parse_options(init_option, dictionary, "-O"),
         loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option, None, "-M"),
         multihead=multihead, precision=precision, eval_precision=eval_precision, compile=compile)
-    run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress)
+    run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress, analyze=analyze)
 
 
 def parse_options(items: list[str] | None, dictionary: str | None = None, flag: str = "-O") -> dict:

@@ -195,6 +195,7 @@ def render(metrics: dict) -> str:
                      f"{html.escape(prec['device'])}. {html.escape(prec['note'])}.</p>")
 
     parts += _evaluations(metrics.get("evaluations", []))
+    parts += _analyses(metrics.get("analyses", []))
     parts.append("<h2>Settings</h2>")
     parts.append(f"<pre>{html.escape(json.dumps({'settings': s, 'corpus': metrics['corpus']}, indent=2, ensure_ascii=False))}</pre>")
     parts.append(f"<p class='how'>Training text: {metrics['train_tokens']:,} target tokens. Every number here is also in metrics.json.</p>")
@@ -218,6 +219,24 @@ def _evaluations(evals: list[dict]) -> list[str]:
             langs = sorted({lang for row in table.values() for lang in row})
             parts.append(f"<p>{html.escape(metric)}</p>" + _table(
                 ["model"] + langs, [[m] + [row.get(lang) for lang in langs] for m, row in table.items()]))
+    return parts
+
+
+def _analyses(entries: list[dict]) -> list[str]:
+    """What ``xlt analyze`` found on this run's models (each analysis links to its own page)."""
+    if not entries:
+        return []
+    parts = ["<h2>Analyses (xlt analyze)</h2>"]
+    for e in entries:
+        parts.append(f"<p><a href='{html.escape(e['report'])}'>{html.escape(e['report'])}</a>: "
+                     f"{html.escape(', '.join(e['analyses']))} on {html.escape(', '.join(e['langs']))} against "
+                     f"{html.escape(e['ref'])} ({e['n']} aligned verses per language).</p>")
+        rows = [[m, lang, b["layer"], b["retrieval"]] for m, by in e.get("best_retrieval", {}).items()
+                for lang, b in by.items()]
+        if rows:
+            parts.append("<p class='how'>Best layer for translation retrieval (xSIM ratio margin, accuracy@1, mean "
+                         "of both directions):</p>" + _table(["model", "language", "best layer", "retrieval@1"],
+                                                             rows))
     return parts
 
 
