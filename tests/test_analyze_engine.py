@@ -19,7 +19,7 @@ def dense(tiny_source_dir):
     return load_model(tiny_source_dir), load_tokenizer(tiny_source_dir)
 
 
-def _run(models, corpus, out=None, analyses=None, langs="en,sw", **kw):
+def _run(models, corpus, out=None, analyses=None, langs="en,sw", options_extra=None, **kw):
     from xlt.analyze import analyze
 
     kw.setdefault("n", 40)
@@ -32,6 +32,7 @@ def _run(models, corpus, out=None, analyses=None, langs="en,sw", **kw):
         names = ANALYSES.parse(analyses)
         keys = {f for n in names for f in ANALYSES.get(n).options.__dataclass_fields__}
         options = {k: v for k, v in options.items() if k in keys}
+    options.update(options_extra or {})
     return analyze(models, langs, analyses, out, corpus=corpus, ref="en", options=options,
                    show_progress=False, **kw)
 
@@ -101,3 +102,43 @@ class _Truncated:
 
     def documents(self, lang, split=None):
         return list(self.corp.documents(lang, split))[: self.k]
+
+
+def test_routing_with_steering_arms_on_a_tiny_moe(source_tokenizer, corpus, tmp_path):
+    from xlt.models.tiny import tiny_moe
+
+    tok = source_tokenizer
+    moe = tiny_moe("olmoe", vocab_size=len(tok), hidden=32, layers=3, experts=4, top_k=2, seed=5)
+    task = tmp_path / "task.txt"
+    task.write_text("\n".join(f"the task text number {i} about numbers" for i in range(12)), encoding="utf-8")
+    out = tmp_path / "an"
+    res = _run([("moe", moe, tok)], corpus, out, analyses="routing", n=30, heldout=10,
+               options_extra={"steer": "middle", "task_data": f"text:{task}", "k_sd": 1.0})
+    r = res.results["routing"]["moe"]
+    assert r["layers"] == [0, 1, 2] and r["n_experts"] == 4
+    jsd = r["languages"]["swh"]["jsd"]
+    assert len(jsd) == 3 and all(0 <= x <= 0.6932 for x in jsd)
+    st = r["steering"]
+    assert st["middle_layers"] == [1] and st["outside_layers"] == [0, 2]
+    arms = st["bits_per_byte"]
+    assert set(arms) == {"none", "task experts, middle", "task experts, outside the middle",
+                         "language experts, middle"}
+    assert set(arms["none"]) == {"eng", "swh"} and set(arms["language experts, middle"]) == {"swh"}
+    assert any(arms[a]["swh"] != arms["none"]["swh"] for a in arms if a != "none")  # promoting experts changes it
+    import numpy as np
+
+    arrays = np.load(out / "moe" / "routing" / "importance.npz")
+    assert arrays["eng_topk_weight"].shape == (30, 3, 4)
+    assert np.allclose(arrays["eng_topk_weight"].sum(-1), 1.0, atol=1e-5)
+    html = (out / "analysis.html").read_text()
+    assert "Expert routing" in html and "steering arm" in html
+    assert "neurons" not in res.results  # not asked for
+
+
+def test_steering_needs_task_data(source_tokenizer, corpus):
+    from xlt.models.tiny import tiny_moe
+
+    moe = tiny_moe("olmoe", vocab_size=len(source_tokenizer), hidden=32, layers=3, experts=4, top_k=2, seed=5)
+    with pytest.raises(XltError, match="task_data"):
+        _run([("moe", moe, source_tokenizer)], corpus, analyses="routing", n=10, heldout=4,
+             options_extra={"steer": "middle"})

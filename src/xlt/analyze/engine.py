@@ -57,7 +57,8 @@ def _languages(langs: Any, corpus, ref: str) -> tuple[list[str], str]:
     codes = [c.strip() for c in langs.split(",")] if isinstance(langs, str) else [str(c) for c in langs]
     codes = [c for c in codes if c]
     if codes in (["bible"], ["all"]):
-        codes = list(corpus.languages) if hasattr(corpus, "languages") else []
+        have = getattr(corpus, "languages", None)
+        codes = [getattr(x, "code", x) for x in (have() if callable(have) else have or [])]
     out = []
     for c in codes:
         lang = corpus.language(c).code if corpus is not None else resolve(c).code
