@@ -81,6 +81,10 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(dense, corpus, tmp_path
     with pytest.raises(XltError, match="not empty"):
         _run([("tiny", *dense)], corpus, tmp_path / "full", analyses="alignment", n=8)
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["x"]
+    from xlt.models import tiny_model
+
+    with pytest.raises(XltError, match="not a decoder-only causal LM"):  # a lens on an encoder
+        _run([("enc", tiny_model("bert", vocab_size=len(dense[1])), dense[1])], corpus, analyses="lens", n=8)
     with pytest.raises(XltError, match="unknown analysis"):
         _run([("tiny", *dense)], corpus, analyses="alignmnet", n=8)
 

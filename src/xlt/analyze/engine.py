@@ -109,6 +109,10 @@ def analyze(models: list, langs: Any = "eng,swh", analyses: str | list[str] | No
     for m in ms:
         tm = time.time()
         model, tok = m.load()
+        if not callable(getattr(model, "can_generate", None)) or not model.can_generate():
+            raise XltError(f"{m.name} is a {type(model).__name__}, not a decoder-only causal LM",
+                           "xlt analyze reads causal LMs (Llama, Gemma, Qwen, GPT-2, Mixtral, OLMoE families); "
+                           "for an encoder, compare its hidden states with xlt.analyze.alignment directly")
         home = _place(model, device)
         chosen, probes = [], {}
         for name in names:

@@ -23,7 +23,7 @@ class LensOptions:
 
 
 def _applies_causal(model, opts) -> str | None:
-    if getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_output_embeddings") \
+    if not callable(getattr(model, "can_generate", None)) or not model.can_generate() \
             or model.get_output_embeddings() is None:
         return "a lens needs a decoder-only causal LM with an output head"
     return None
