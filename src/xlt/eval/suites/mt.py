@@ -126,7 +126,8 @@ def per_model(ctx, m, opts: MTOptions) -> LangScores:
             ids = first_token_ids(tok) + tok(f"{head}{sname}: {s}\n{tname}:", add_special_tokens=False)["input_ids"]
             x = torch.tensor([ids], device=next(model.parameters()).device)
             y = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=opts.translate_tokens,
-                               do_sample=False, pad_token_id=tok.eos_token_id or 0)
+                               do_sample=False, pad_token_id=tok.eos_token_id or 0, stop_strings=["\n"],
+                               tokenizer=tok)  # the translation is one line: stop there, not after all the tokens
             text = tok.decode(y[0, len(ids):], skip_special_tokens=True)
             hyps.append(text.strip().split("\n")[0].strip())
     ctx.inputs.setdefault("mt_generated", {})[m.name] = hyps
