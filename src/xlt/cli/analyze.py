@@ -31,7 +31,7 @@ def analyze(
     import logging
 
     from xlt.analyze import analyze as run
-    from xlt.cli.main import parse_options
+    from xlt.cli.common import parse_options
 
     res = run(models, langs, analysis, out, corpus=corpus, ref=ref, n=n, heldout=heldout, split=split,
               options=parse_options(option, None, "-O"), seed=seed, batch_size=batch_size, max_length=max_length,
@@ -42,7 +42,7 @@ def analyze(
 def analyses():
     """List the registered analyses and their options (for xlt analyze -O KEY=VALUE)."""
     from xlt.analyze.registry import ANALYSES
-    from xlt.cli.main import print_registry
+    from xlt.cli.common import print_registry
 
     print_registry(ANALYSES, "-O KEY=VALUE to xlt analyze (one set for all the analyses; each takes its own keys)")
 

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from xlt.cli.common import out, parse_options, print_registry  # noqa: F401 (parse_options: part of this module's API)
 from xlt.errors import XltError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +23,6 @@ corpus_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(corpus_app, name="corpus")
 err = Console(stderr=True)
-out = Console()
 
 
 @app.command()
@@ -77,42 +77,6 @@ def adapt(
         loo_tokens=loo_tokens, romanize=romanize, method=method, method_options=parse_options(method_option, None, "-M"),
         multihead=multihead, precision=precision, eval_precision=eval_precision, compile=compile)
     run(settings, out, overwrite=overwrite, allow_pickle=allow_pickle, show_progress=progress, analyze=analyze)
-
-
-def parse_options(items: list[str] | None, dictionary: str | None = None, flag: str = "-O") -> dict:
-    """``["k=3", "flag=true", "path=x.bin"]`` -> ``{"k": 3, "flag": True, "path": "x.bin"}`` (JSON values where they parse)."""
-    import json
-
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise XltError(f"cannot read option {item!r} ({flag})", f"write it as KEY=VALUE, e.g. {flag} "
-                           + ("wechsel_k=5" if flag == "-O" else "r=8"))
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    if dictionary:
-        out["dictionary"] = dictionary
-    return out
-
-
-def print_registry(registry, flag: str) -> None:
-    """Every entry of a registry with its description and its options (type, default, help), from the declarations."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    for entry in registry.describe():
-        out.print(f"[bold]{escape(entry['name'])}[/]  {escape(entry['description'])}", highlight=False)
-        if not entry["options"]:
-            out.print("  [dim]no options[/]")
-            continue
-        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
-        for name, tp, default, help_ in entry["options"]:
-            table.add_row(f"[cyan]{escape(name)}[/]", escape(tp), f"[dim]{escape(default)}[/]", escape(help_))
-        out.print(table)
-    out.print(f"[dim]Pass options as {flag}.[/]", highlight=False)
 
 
 @app.command()
