@@ -32,6 +32,8 @@ clipped to 1, linear decay to zero; or Adam with AMSGrad). Translators are saved
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import json
 import math
@@ -198,8 +200,9 @@ class HiddenStates:
     states: torch.Tensor
 
 
-class _Residual(Probe):
-    """Hooks every decoder block and keeps, per batch, the residual stream of layers 0..L at the chosen positions."""
+class _Residual(Probe, abc.ABC):
+    """Hooks every decoder block and keeps, per batch, the residual stream of layers 0..L at the chosen positions;
+    a subclass says what it keeps of them (``_consume``)."""
 
     def __init__(self, model, positions: str = "last", groups: Sequence[str] | None = None,
                  exclude_first: bool = False):
@@ -271,8 +274,9 @@ class _Residual(Probe):
         self._where = None
         self._consume(batch, states, rows, pos, out)
 
+    @abc.abstractmethod
     def _consume(self, batch: Batch, states: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, out) -> None:
-        raise NotImplementedError  # each probe below says what it keeps
+        """Reduce one batch's ``states`` ((L+1) × rows × d at ``rows``/``pos``) into what the probe keeps."""
 
 
 class HiddenProbe(_Residual):
