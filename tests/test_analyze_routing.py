@@ -208,11 +208,12 @@ def test_zero_bias_is_bit_identical_in_bfloat16(family):
 
 def test_probe_topk_is_the_gates_choice_for_every_token(family_model):
     """Top-k recomputed from the returned router logits == the experts the router picked, token by token; the
-    probe's selection counts == the router's picks over real tokens; tensors map to the right decoder layers."""
+    probe's selection counts == the router's picks over real tokens; tensors map to the right decoder layers; the
+    default capture (hooks on the routers) gives exactly what the returned tuple gives."""
     family, model = family_model
     rows = random_rows(9, seed=2)
     tok = Tokenized({"eng": rows})
-    probe = RoutingProbe(model)
+    probe = RoutingProbe(model, source="output")
     seen, handles = gate_recorder(model)
     returned = []
     orig = probe.on_output
@@ -239,6 +240,12 @@ def test_probe_topk_is_the_gates_choice_for_every_token(family_model):
         q = res.q(mode)
         assert q.shape == (9, len(res.layers), res.n_experts)
         assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-5), mode
+    hooked = RoutingProbe(model)
+    by_hook = run_probes(model, tok, [hooked], batch_size=4, show_progress=False)[0]["eng"]
+    assert hooked.sources_used == {"hook"} and by_hook.layers == res.layers
+    assert torch.equal(by_hook.selections, res.selections)
+    for mode in MODES:
+        assert torch.equal(by_hook.q(mode), res.q(mode)), mode
 
 
 def test_probe_independent_of_batch_size_and_padding_side():
@@ -287,9 +294,9 @@ class _Rewrap(torch.nn.Module):
 def test_probabilities_detected_and_hook_fallback():
     model = make_model("qwen3_moe")
     tok = Tokenized({"eng": random_rows(6, seed=4)})
-    plain = run_probes(model, tok, [RoutingProbe(model)], batch_size=4, show_progress=False)[0]["eng"]
+    plain = run_probes(model, tok, [RoutingProbe(model, source="output")], batch_size=4, show_progress=False)[0]["eng"]
     soft = _Rewrap(model, lambda rl: tuple(torch.softmax(x.float(), -1) for x in rl))
-    probe = RoutingProbe(soft)
+    probe = RoutingProbe(soft, source="output")
     probs = run_probes(soft, tok, [probe], batch_size=4, show_progress=False)[0]["eng"]
     assert probs.router_output == "probabilities" and probe.sources_used == {"output"}
     for mode in MODES:
@@ -297,10 +304,10 @@ def test_probabilities_detected_and_hook_fallback():
     assert torch.equal(probs.selections, plain.selections)
 
     none = _Rewrap(model, lambda rl: None)
-    probe = RoutingProbe(none)
+    probe = RoutingProbe(none, source="output")
     hooked = run_probes(none, tok, [probe], batch_size=4, show_progress=False)[0]["eng"]
     assert probe.sources_used == {"hook"}
-    forced = RoutingProbe(model, source="hook")
+    forced = RoutingProbe(model)  # the default: hooks, no output_router_logits (no load-balancing loss computed)
     assert forced.forward_kwargs == {}
     by_hook = run_probes(model, tok, [forced], batch_size=4, show_progress=False)[0]["eng"]
     for res in (hooked, by_hook):

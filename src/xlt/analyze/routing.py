@@ -1,10 +1,11 @@
 """Routing analysis of mixture-of-experts models: which experts each language's tokens use, layer by layer.
 
-Capture (:class:`RoutingProbe`, a :class:`~xlt.analyze.capture.Probe`): the model is asked for its router outputs
-(``output_router_logits=True``: one ``(B·T, E)`` tensor per sparse layer, padding included); the tensors are mapped
-to decoder layers (Qwen2/3-MoE leave some layers dense, see :mod:`xlt.analyze.moe_families`), reshaped to
-``(B, T, E)`` and masked. When the model returns no router outputs, the same tensors are read from forward hooks on
-the routers. A tensor whose every real-token row is ≥ 0 and sums to 1 (± 1e-4; ± 1e-2 in 16-bit dtypes) is taken as
+Capture (:class:`RoutingProbe`, a :class:`~xlt.analyze.capture.Probe`): forward hooks on the routers (each sparse
+layer's gate, found per family by :mod:`xlt.analyze.moe_families`) read one ``(B·T, E)`` tensor per sparse layer,
+padding included, which is reshaped to ``(B, T, E)`` and masked. The model's own ``output_router_logits=True`` gives
+the same tensors (``source="output"``; Qwen2/3-MoE leave some layers dense, so the tuple is mapped to decoder layers)
+but also makes the model compute its load-balancing loss over all of them (a fifth of a tiny MoE's pass, measured),
+so the hooks are the default. A tensor whose every real-token row is ≥ 0 and sums to 1 (± 1e-4; ± 1e-2 in 16-bit dtypes) is taken as
 probabilities (earlier transformers 5.x versions returned softmaxed values under the same name) and turned into
 log-probabilities; logits are used as they are (a softmax reads both the same way). The probe reduces each batch at
 once and keeps, per language, per sequence and per sparse layer, the expert-importance vector of each mode:
@@ -329,14 +330,14 @@ class RoutingProbe(Probe):
 
     ``top_k`` is the k of the importance modes (default: the router's own); ``renorm`` renormalises the top-k
     weights (True: Bandarkar's metric; None: as the model's router does); ``family`` names a routing family
-    (default: from ``config.model_type``); ``source`` is ``output`` (``output_router_logits``), ``hook`` (forward
-    hooks on the routers) or ``auto`` (``output`` when the config has ``output_router_logits``; hooks whenever the
-    output has no router logits). ``result()`` is ``{lang: LangRouting}``."""
+    (default: from ``config.model_type``); ``source`` is ``hook`` (forward hooks on the routers, the default),
+    ``output`` (``output_router_logits``; hooks whenever the output has no router logits) or ``auto`` (``output`` when
+    the config has ``output_router_logits``, else hooks). ``result()`` is ``{lang: LangRouting}``."""
 
     name = "routing"
 
     def __init__(self, model, top_k: int | None = None, *, modes: Sequence[str] = MODES, renorm: bool | None = True,
-                 family: str | None = None, source: str = "auto"):
+                 family: str | None = None, source: str = "hook"):
         self.routers = find_routers(model, family)
         e = self.routers.n_experts
         self.top_k = int(top_k) if top_k is not None else self.routers.top_k
