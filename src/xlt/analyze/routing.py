@@ -4,9 +4,9 @@ Capture (:class:`RoutingProbe`, a :class:`~xlt.analyze.capture.Probe`): forward 
 layer's gate, found per family by :mod:`xlt.analyze.moe_families`) read one ``(B·T, E)`` tensor per sparse layer,
 padding included, which is reshaped to ``(B, T, E)`` and masked. The model's own ``output_router_logits=True`` gives
 the same tensors (``source="output"``; Qwen2/3-MoE leave some layers dense, so the tuple is mapped to decoder layers)
-but also makes the model compute its load-balancing loss over all of them (a fifth of a tiny MoE's pass, measured),
-so the hooks are the default. A tensor whose every real-token row is ≥ 0 and sums to 1 (± 1e-4; ± 1e-2 in 16-bit dtypes) is taken as
-probabilities (earlier transformers 5.x versions returned softmaxed values under the same name) and turned into
+but also makes the model compute its load-balancing loss over all of them, work the analysis does not use, so the
+hooks are the default. A tensor whose every real-token row is ≥ 0 and sums to 1 (± 1e-4; ± 1e-2 in 16-bit dtypes)
+is taken as probabilities (earlier transformers 5.x versions returned softmaxed values under the same name) and turned into
 log-probabilities; logits are used as they are (a softmax reads both the same way). The probe reduces each batch at
 once and keeps, per language, per sequence and per sparse layer, the expert-importance vector of each mode:
 
