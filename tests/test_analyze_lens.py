@@ -18,7 +18,7 @@ from conftest import byte_bpe_tokenizer, has_package, make_language, sentences, 
 from xlt.analyze.capture import Probe, Tokenized, run_probes, tokenize
 from xlt.analyze.latent import (LatentTask, WordTriple, bootstrap_ci, latent_language, latent_report, start_tokens,
                                 word_triples)
-from xlt.analyze.lens import (HiddenProbe, LensProbe, LogitLens, TunedLens, final_norm, lens_kl, lens_report,
+from xlt.analyze.lens import (ResidualProbe, LensProbe, LogitLens, TunedLens, final_norm, lens_kl, lens_report,
                               logit_lens)
 from xlt.errors import XltError
 from xlt.models.tiny import tiny_model
@@ -64,7 +64,7 @@ def test_lens_at_the_last_layer_is_the_models_logits(family):
     model = _tiny(family)
     rows = [[1, 5, 7, 9, 11, 3], [1, 4, 4], [1, 3, 2, 8, 9, 10, 12, 40, 41]]
     hidden, lensed = run_probes(model, Tokenized({"x": rows}),
-                                [HiddenProbe(model, "last"), LensProbe(model, "last", keep_probs=True)],
+                                [ResidualProbe(model, "last"), LensProbe(model, "last", keep_probs=True)],
                                 batch_size=3, show_progress=False)
     lens = LogitLens(model)
     L = lens.num_layers
@@ -194,7 +194,7 @@ def test_energy_matches_wendlers_formula(trained, bpe, texts):
     model = copy.deepcopy(trained)
     with torch.no_grad():
         model.model.norm.weight.uniform_(0.5, 1.5)
-    states = run_probes(model, tokenize(bpe, {"t": texts[:5]}), [HiddenProbe(model, "last")],
+    states = run_probes(model, tokenize(bpe, {"t": texts[:5]}), [ResidualProbe(model, "last")],
                         show_progress=False)[0]["t"].states
     ours = torch.stack([LogitLens(model).energy(s) for s in states])
     # Translation.ipynb: U weighted by the RMSNorm weight, rows to unit length; latents RMS-normalised, unit length
@@ -471,7 +471,7 @@ def test_smollm2_lens_at_the_last_layer_is_its_logits(smollm2):
     model, tok = smollm2
     ids = tokenize(tok, {"t": ["The capital of France is", "Hapo mwanzo Mungu aliziumba mbingu na nchi."]})
     # one text a batch: padding alone moves SmolLM2's states by ~1e-4 (the model's arithmetic, not the lens's)
-    hidden, lensed = run_probes(model, ids, [HiddenProbe(model, "last"), LensProbe(model, "last")], batch_size=1,
+    hidden, lensed = run_probes(model, ids, [ResidualProbe(model, "last"), LensProbe(model, "last")], batch_size=1,
                                 show_progress=False)
     assert lensed.final_check <= 1e-5
     lens = LogitLens(model)

@@ -48,7 +48,7 @@ from xlt.analyze.capture import Batch, Probe, Tokenized, decoder_layers, run_pro
 from xlt.errors import XltError
 
 __all__ = [
-    "LogitLens", "TunedLens", "LensProbe", "HiddenProbe", "LensRows", "LensResult", "HiddenStates",
+    "LogitLens", "TunedLens", "LensProbe", "ResidualProbe", "LensRows", "LensResult", "HiddenStates",
     "final_norm", "logit_lens", "lens_kl", "lens_report", "token_text",
 ]
 
@@ -279,7 +279,7 @@ class _Residual(Probe, abc.ABC):
         """Reduce one batch's ``states`` ((L+1) × rows × d at ``rows``/``pos``) into what the probe keeps."""
 
 
-class HiddenProbe(_Residual):
+class ResidualProbe(_Residual):
     """Keeps the residual stream of layers 0..L at the chosen positions (float32, CPU); ``result()`` gives
     ``{group: HiddenStates}``. Used to train a tuned lens; memory is (L+1) × rows × d."""
 
@@ -593,7 +593,7 @@ class TunedLens(torch.nn.Module):
             raise XltError(f"unknown tuned-lens optimizer {optimizer!r}", "choose sgd (the package's default) or adam")
         groups = _groups(texts)
         tok = _limit_tokens(tokenize(tokenizer, groups, max_length=max_length), max_tokens)
-        probe = HiddenProbe(model, positions="all", exclude_first=True)
+        probe = ResidualProbe(model, positions="all", exclude_first=True)
         (hidden,) = run_probes(model, tok, [probe], batch_size=batch_size, pad_id=_pad_id(tokenizer),
                                show_progress=show_progress, desc="tuned lens: capture")
         if not hidden:
