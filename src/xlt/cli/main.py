@@ -247,6 +247,10 @@ app.command(name="analyze")(_analyze)
 app.command(name="analyses")(_analyses)
 app.command(name="upcycle")(_upcycle)
 
+from xlt.cli.export import export as _export  # noqa: E402
+
+app.command(name="export")(_export)
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""

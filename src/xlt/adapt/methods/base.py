@@ -154,6 +154,17 @@ class Method:
         load_embeddings(model, folder / EMBEDDINGS)
         return cls.load_weights(model, folder, meta).eval()
 
+    @classmethod
+    def export_model(cls, model):
+        """What ``xlt export`` writes: ``model`` (as :meth:`load` returned it) as a plain transformers model of its
+        standard architecture, with no PEFT or xlt module left, giving the same logits. Default: a whole model is
+        returned as is; a PEFT-wrapped one is merged (``merge_and_unload``: LoRA-style updates folded into the
+        weights, saved embedding copies put in place). A method whose modules cannot be written as the standard
+        architecture overrides this and raises one :class:`XltError` that says why and what to use instead."""
+        if hasattr(model, "merge_and_unload"):
+            return model.merge_and_unload()
+        return model
+
 
 # -- base-model fingerprints and embeddings ---------------------------------------------------------
 def body_parameters(model) -> dict[str, torch.Tensor]:

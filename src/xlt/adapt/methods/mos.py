@@ -186,6 +186,22 @@ class MoS(Method):
     def stage2_parameters(self, model):
         return mos_parameters(model)
 
+    @classmethod
+    def export_model(cls, model):
+        """Fold every layer's materialised update ``(α/r) B A`` into its weight (in float64, then the weight's dtype),
+        put the plain linear layer back and drop the pools: the standard architecture (see :meth:`Method.export_model`)."""
+        mods = [(n, m) for n, m in model.named_modules() if isinstance(m, MoSLinear)]
+        with torch.no_grad():
+            for n, m in mods:
+                a, b = m.factors()
+                w = m.base.weight
+                w.copy_((w.double() + m.scaling * (b.double() @ a.double())).to(w.dtype))
+                parent, _, child = n.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, child, m.base)
+        if mods and hasattr(model, "mos_pools"):
+            del model.mos_pools
+        return super().export_model(model)
+
     def save_weights(self, model, folder: Path) -> None:
         from safetensors.torch import save_file
 

@@ -153,6 +153,27 @@ class Recursive(Method):
     def stage2_parameters(self, model):
         return shared_parameters(model)
 
+    @classmethod
+    def export_model(cls, model):
+        """Unroll the loop: every depth position gets its own copy of the shared block's weights, then its LoRA is
+        merged into that copy, which gives the standard architecture with L independent layers (the same logits,
+        L/K times the shared block's parameters)."""
+        from transformers.pytorch_utils import Conv1D
+
+        base = getattr(model, "get_base_model", lambda: model)()
+        seen = set()
+        for layer in _layer_list(base):
+            for mod in layer.modules():
+                w = getattr(mod, "weight", None)
+                if not isinstance(mod, (nn.Linear, Conv1D)) or w is None:
+                    continue
+                if id(w) in seen:  # a later loop of a shared tensor: its own copy, so merging stays per position
+                    mod.weight = nn.Parameter(w.detach().clone(), requires_grad=w.requires_grad)
+                seen.add(id(mod.weight))
+        model = super().export_model(model)
+        model.config.__dict__.pop("xlt_recursive", None)
+        return model
+
     def save_weights(self, model, folder: Path) -> dict:
         from safetensors.torch import save_model
 

@@ -150,6 +150,24 @@ class Unified(Method):
             return [p for n, p in model.named_parameters() if "lora_" in n]
         return list(model.prompt_encoder.parameters())
 
+    @classmethod
+    def export_model(cls, model):
+        """LoRA (``function=lora``) is merged into the weights; bottleneck adapters and prefix tuning have no place in
+        a standard architecture, so they raise (see :meth:`Method.export_model`)."""
+        if hasattr(model, "xlt_unified"):
+            raise XltError(f"{cls.name} cannot be exported as a plain transformers model: its bottleneck adapters "
+                           "compute up(ReLU(down(h))), which is not linear, so no weight of the standard architecture "
+                           "can hold them",
+                           "use the folder with xlt (xlt.adapt.methods.load_adapted), or adapt with a method that "
+                           "merges into the weights (lora, lora-attn, lora-ffn, mos, sft, full) and export that")
+        if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+            raise XltError(f"{cls.name} cannot be exported as a plain transformers model: prefix tuning prepends "
+                           "learned keys and values to every attention layer, for which the standard architecture "
+                           "has no weights",
+                           "use the folder with xlt (xlt.adapt.methods.load_adapted), or adapt with a method that "
+                           "merges into the weights (lora, lora-attn, lora-ffn, mos, sft, full) and export that")
+        return super().export_model(model)
+
     def save_weights(self, model, folder: Path) -> None:
         from safetensors.torch import save_file
 
