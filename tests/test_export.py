@@ -105,7 +105,7 @@ def test_every_method_exports_to_load_adapted_logits(name, family, tied, blocks,
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok("w5 w9 w70")["input_ids"][-3:] == [5, 9, 70]
     for f in out.iterdir():  # no path of this machine in any file written
-        if f.suffix in (".json", ".txt", ".jinja"):
+        if f.suffix in (".json", ".txt", ".jinja", ".md"):
             assert str(tmp_path) not in f.read_text(), f.name
 
 
