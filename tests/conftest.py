@@ -148,3 +148,16 @@ def has_package(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="session")
+def tiny_adapt_run(tmp_path_factory, tiny_source_dir, parallel_jsonl) -> Path:
+    """A finished ``xlt adapt`` run of the tiny source with one init and a whole-model and a LoRA method
+    (``overlap/`` and ``overlap+lora/``), shared by the model-card and artefact-path tests."""
+    from xlt.adapt import run
+
+    out = tmp_path_factory.mktemp("card_runs") / "sw"
+    run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=out, target="sw", init="overlap",
+        method="full,lora", steps=4, stage1_steps=2, vocab_size=350, batch_size=4, seq_len=32, eval_every=2,
+        eval_max_bytes=2000, samples=1, loo_tokens=20, show_progress=False)
+    return out

@@ -4,6 +4,7 @@ provenance, the CLI, and one clear error (with nothing written) for each bad inp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -192,7 +193,8 @@ def test_provenance_hashes_and_tokenizer(models, tmp_path, source_tokenizer):
     run(cfg(tmp_path, c), tmp_path / "out", **QUIET)
     prov = json.loads((tmp_path / "out" / "xlt_merge.json").read_text())
     assert prov["merge_method"] == "linear" and prov["config"]["merge_method"] == "linear"
-    assert prov["input_sha256"][str(d)]["model.safetensors"] == sha256_file(d / "model.safetensors")
+    ref = os.path.relpath(d, tmp_path / "out")  # the file names inputs relative to the output folder
+    assert prov["input_sha256"][ref]["model.safetensors"] == sha256_file(d / "model.safetensors")
     assert (tmp_path / "out" / "tokenizer.json").is_file() and "tokenizer.json" in prov["tokenizer_files"]
     assert not any(p.name.startswith(".out.tmp") for p in tmp_path.iterdir())
 

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,6 +75,67 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """How an artefact records ``path`` so that it holds on another machine: a packaged model's folder in the xlt
+    cache by the model's name (``smollm2``), another cache path as ``$XLT_CACHE/...``, a path relative to ``root``
+    (the folder the artefact is in, or its run folder) when the two share a folder below the filesystem root, else
+    the last part of the path. A relative path without ``root`` is kept as given."""
+    raw = os.fspath(path)
+    if root is None and not os.path.isabs(os.path.expanduser(raw)):
+        return raw
+    p = os.path.abspath(os.path.expanduser(raw))
+    cache = os.path.abspath(os.environ.get("XLT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xlt"))
+    if _inside(p, cache):
+        parts = os.path.relpath(p, cache).split(os.sep)
+        if len(parts) >= 2 and parts[0] == "models":  # a prepared model: its xlt_prepared.json gives its name
+            try:
+                with open(os.path.join(cache, "models", parts[1], "xlt_prepared.json"), encoding="utf-8") as fh:
+                    name = json.load(fh).get("name")
+            except (OSError, ValueError):
+                name = None
+            if name:
+                return "/".join([name, *parts[2:]])
+        return "$XLT_CACHE/" + os.path.relpath(p, cache)
+    if root is not None:
+        r = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        if os.path.commonpath([p, r]) != os.path.dirname(os.path.commonpath([p, r])):  # not just "/"
+            return os.path.relpath(p, r)
+    return os.path.basename(p.rstrip(os.sep)) or p
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+# an absolute path inside a string: at the start, or after a space, quote, bracket or one of ``:=|,``
+_ABS_PATH = re.compile(r"(?:^|(?<=[\s:=|,(\['\"]))/(?=[^\s/])[^\s|,'\"()\[\]<>]*")
+
+
+def portable(obj: Any, root: str | os.PathLike | None = None) -> Any:
+    """``obj`` (JSON-like: dicts, lists, strings, numbers) with every absolute path of this machine in its strings
+    replaced by :func:`portable_path` (relative to ``root``), in keys as in values. A path counts when it, or its parent folder, exists
+    here (so ``bits/byte`` or a URL is left alone). Used on everything xlt writes into a run or model folder."""
+    if isinstance(obj, dict):
+        return {portable(k, root): portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable(v, root) for v in obj)
+    if isinstance(obj, Path):
+        return portable_path(obj, root) if obj.is_absolute() else str(obj)
+    if not isinstance(obj, str) or "/" not in obj:
+        return obj
+
+    def sub(m: re.Match) -> str:
+        text = m.group(0)
+        cand = text.rstrip(".;")
+        parent = os.path.dirname(cand.rstrip("/"))
+        if os.path.exists(cand) or (parent not in ("", "/") and os.path.isdir(parent)):
+            return portable_path(cand, root) + text[len(cand):]
+        return text
+
+    return _ABS_PATH.sub(sub, obj)
 
 
 def stable_hash(text: str) -> int:

@@ -34,7 +34,7 @@ from xlt.eval import (bits_per_byte, boundary_token_id, greedy_samples, prompts_
                       truncate_texts)
 from xlt.languages import resolve
 from xlt.models import check_model_folder, load_model, load_tokenizer, resolve_source
-from xlt.util import atomic_dir, write_json_atomic
+from xlt.util import atomic_dir, portable, write_json_atomic
 from xlt.vocab import TransferContext, build_mapping, parse_inits, train_tokenizer, transfer_model
 from xlt.vocab.mapping import TransferMapping
 from xlt.vocab.compare import leave_one_out
@@ -183,7 +183,7 @@ def _check_out(out: Path, settings: AdaptSettings, overwrite: bool) -> None:
         if overwrite:  # start over, even with the same settings: results of an older version are not reused
             shutil.rmtree(out)
             return
-        if state.get("settings") != settings.as_dict():
+        if state.get("settings") != portable(settings.as_dict(), out):
             raise XltError(f"{out} holds an unfinished run with other settings",
                            "rerun with the same settings to resume it, pass --overwrite to start over, or choose another --out")
     elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
@@ -266,7 +266,7 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
     if main:
         _check_out(out, settings, overwrite)
         work.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "run.json", {"finished": False, "settings": settings.as_dict()})
+        write_json_atomic(out / "run.json", {"finished": False, "settings": portable(settings.as_dict(), out)})
     state.wait_for_everyone()
 
     # -- target tokenizer (reused on resume) ------------------------------------------------------
@@ -318,12 +318,15 @@ def run(settings: AdaptSettings | None = None, out: str | Path = "runs/adapt", *
         metrics = _metrics(settings, corp, tgt, reference, tokenization, results, len(stream), time.time() - t_start)
         metrics["source_model"] = describe_source(settings.source, src_folder)
         metrics["precision"] = precision_record(settings)
+        metrics = portable(metrics, out)  # paths relative to the run folder, packaged models by name
         write_json_atomic(out / "metrics.json", metrics)
+        for key in results:  # the cards again, now with the no-transfer reference and the tokenizer premium
+            write_adapt_card(out / key, key, metrics["inits"][key], metrics, src_folder)
         from xlt.report import write_report
 
         report = write_report(out, metrics)
         shutil.rmtree(work, ignore_errors=True)
-        write_json_atomic(out / "run.json", {"finished": True, "settings": settings.as_dict()})
+        write_json_atomic(out / "run.json", {"finished": True, "settings": portable(settings.as_dict(), out)})
         if analyze:
             from xlt.analyze import analyze as run_analysis
 
@@ -396,7 +399,7 @@ def mapping_signature(mapping, ctx: RunContext) -> str:
 
     return str(Signature("mapping", init=mapping.method, options=json_hash(mapping.options),
                          src_tok=tokenizer_hash(ctx.src_tok), tgt_tok=tokenizer_hash(ctx.tgt_tok),
-                         corpus=ctx.settings.corpus, langs=f"{ctx.src_lang.code}-{ctx.tgt.code}",
+                         corpus=portable(ctx.settings.corpus, ctx.out), langs=f"{ctx.src_lang.code}-{ctx.tgt.code}",
                          seed=ctx.cfg.seed))
 
 
@@ -477,18 +480,37 @@ def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
         method.save(model, tmp, str(Path(ctx.src_folder).resolve()), fp)
         tgt_tok.save_pretrained(tmp)
         mapping.save(tmp / "transfer_mapping.npz")
-        write_json_atomic(tmp / "transfer_summary.json", mapping.summary())
+        res = portable(res, ctx.out)  # paths relative to the run folder, packaged models by name
+        write_json_atomic(tmp / "transfer_summary.json", portable(mapping.summary(), ctx.out))
         write_json_atomic(tmp / "metrics.json", res)
         if source_head is not None:  # Hydra-style: keep the source head and tokenizer beside the new one
             from xlt.vocab.multihead import save_extra_head
 
             save_extra_head(tmp, ctx.src_lang.code, source_head, ctx.src_tok)
+        # the model card, after save (it replaces PEFT's template); written again at the run's end with the
+        # no-transfer reference and the tokenizer premium
+        known = {"settings": portable(settings.as_dict(), ctx.out), "corpus": ctx.corpus.describe(),
+                 "target_language": {"code": ctx.tgt.code, "name": ctx.tgt.name},
+                 "source_model": portable(describe_source(settings.source, ctx.src_folder), ctx.out)}
+        write_adapt_card(tmp, key, res, known, ctx.src_folder)
     shutil.rmtree(ctx.work / key, ignore_errors=True)
     log.info("[%s] done in %.0fs: %s parameters trained in stage 2, dev bits/byte %.3f, test %.3f", key,
              res["seconds"]["total"], f"{res['trainable_parameters']['stage2']:,}", res["bpb_final"],
              test["bits_per_byte"])
     state.wait_for_everyone()
     return res
+
+
+def write_adapt_card(folder: Path, key: str, model_metrics: dict, run_metrics: dict, src_folder: Path) -> None:
+    """Write ``folder/README.md``, the model card of model ``key`` (:mod:`xlt.report.card`)."""
+    import inspect
+
+    from xlt.report.card import adapt_card_info, folder_format, render_card, source_license, write_card_text
+
+    lic, note = source_license(str(run_metrics["settings"]["source"]), src_folder)
+    defaults = {k: p.default for k, p in inspect.signature(AdaptSettings.create).parameters.items()}
+    info = adapt_card_info(run_metrics, key, model_metrics, folder_format(folder), lic, note, defaults)
+    write_card_text(folder, render_card(info))
 
 
 def _emb(model):

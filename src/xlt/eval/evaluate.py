@@ -48,7 +48,7 @@ def _run_models(folder: Path, allow_pickle: bool) -> list[EvalModel]:
     """The models of an ``xlt adapt`` run folder, after its source model."""
     from xlt.adapt.methods import load_adapted
     from xlt.models import load_tokenizer
-    from xlt.models.loading import resolve_source
+    from xlt.models.loading import KNOWN_SOURCES, resolve_source
 
     run = json.loads((folder / "run.json").read_text())
     if not (folder / "metrics.json").is_file() or not run.get("finished"):
@@ -56,12 +56,13 @@ def _run_models(folder: Path, allow_pickle: bool) -> list[EvalModel]:
                        "finish it first (run the same `xlt adapt` command again to resume)")
     settings = run["settings"]
     src = str(settings["source"])
-    try:
-        src_folder = resolve_source(src)
+    try:  # run.json names a folder relative to the run folder (older runs: as given on the command line)
+        src_folder = resolve_source(folder / src if (folder / src).is_dir() and src not in KNOWN_SOURCES else src)
     except XltError as e:
         raise XltError(f"the source model of run {folder} ({src}) is not here: {e.problem}",
-                       "prepare it (`xlt models prepare NAME`) or copy its folder to the same path") from None
-    src_name = src if not Path(src).exists() else Path(src).name
+                       "prepare it (`xlt models prepare NAME`) or put its folder where run.json's source names it "
+                       "(relative to the run folder)") from None
+    src_name = src if src in KNOWN_SOURCES else Path(src).name
     models = [_hf_model(src_name, src_folder, allow_pickle, role="source")]
     subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
                   and ((p / "config.json").is_file() or (p / "xlt_method.json").is_file()))

@@ -2,7 +2,9 @@
 
 :func:`run` plans the merge, checks the disk has room, then writes the output tensor by tensor into a temporary
 folder beside OUT, renamed into place when complete, with ``xlt_merge.json``: what was merged, how, from which
-inputs (with their SHA-256), and a provenance :class:`~xlt.signature.Signature`.
+inputs (with their SHA-256), and a provenance :class:`~xlt.signature.Signature`, and ``README.md``, the model card
+(inputs, method, config). Paths in both are relative to OUT (packaged models by name), so the folder holds no path of
+the machine; :attr:`MergeResult.provenance` keeps them as given.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from xlt.merge.execute import Executor, MergeResult, human, merge_tensors, peak_
 from xlt.merge.io import LoraSource, ShardedWriter, copy_tokenizer
 from xlt.merge.planner import Plan, plan
 from xlt.signature import Signature, json_hash
+from xlt.util import portable
 
 __all__ = ["run", "plan", "merge_tensors", "MergeResult", "parse_size", "signature"]
 
@@ -53,6 +56,22 @@ def _hash_inputs(sources: dict) -> dict:
 def _inputs(p: Plan) -> dict:
     return {ref: {"path": str(getattr(s, "path", "")), "label": s.label,
                   "lora": str(s.adapter) if isinstance(s, LoraSource) else None} for ref, s in p.sources.items()}
+
+
+def write_merge_card(folder: Path, provenance: dict, p: Plan, name: str) -> None:
+    """The output's model card (``README.md``): the method, the inputs, the config as YAML, and the language and
+    licence the inputs' own cards agree on (:mod:`xlt.report.card`)."""
+    import yaml
+
+    from xlt.report.card import merge_card_info, read_front_matter, render_card, write_card_text
+
+    cards = {}
+    for ref, src in p.sources.items():
+        folder_of = getattr(src, "adapter", None) or getattr(src, "path", None)
+        cards[ref] = read_front_matter(folder_of) if folder_of else {}
+    config = yaml.safe_dump(provenance.get("config"), sort_keys=False, allow_unicode=True) \
+        if isinstance(provenance.get("config"), dict) else None
+    write_card_text(folder, render_card(merge_card_info(provenance, cards, config, folder=name)))
 
 
 def signature(p: Plan, input_sha256: dict | None) -> str:
@@ -143,8 +162,10 @@ def run(config, out: str | os.PathLike, overwrite: bool = False, allow_pickle: b
                 "tensors": len(p.tensors), "bytes": writer.bytes_written, "shards": len(writer.names),
                 "compute_dtype": str(p.compute_dtype).removeprefix("torch."),
             }
-            (tmp / "xlt_merge.json").write_text(json.dumps(provenance, indent=2, ensure_ascii=False, default=str) + "\n",
+            written = portable(provenance, out)  # paths relative to OUT, packaged models by name
+            (tmp / "xlt_merge.json").write_text(json.dumps(written, indent=2, ensure_ascii=False, default=str) + "\n",
                                                 encoding="utf-8")
+            write_merge_card(tmp, written, p, out.name)
     except FileExistsError:
         raise XltError(f"output folder {out} already exists", "choose another OUT, or pass --overwrite") from None
     finally:
