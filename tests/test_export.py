@@ -305,3 +305,22 @@ def test_smollm2_exports_to_load_adapted_logits(name, tmp_path):
     print(f"export-delta {name} smollm2 {delta:.3g} (logits up to {ref.abs().max().item():.3g})")
     # fp32 rounding of W + s·B·A against x·W + s·(x·A)·B, through 30 layers: relative to the logits' size
     assert delta <= 1e-5 * ref.abs().max().item(), delta
+
+
+def test_export_of_an_adapt_run(tmp_path, tiny_source_dir, parallel_jsonl):
+    """A real `xlt adapt --method full,lora,mos,sft` run on the tiny source: the run folder names its models, and each
+    model folder exports to a folder plain transformers loads with load_adapted's logits."""
+    from xlt.adapt import run
+
+    run(source=str(tiny_source_dir), corpus=str(parallel_jsonl), out=tmp_path / "sw", target="sw", init="mean",
+        method="full,lora,mos,sft", steps=4, stage1_steps=2, vocab_size=350, batch_size=4, seq_len=32, eval_every=2,
+        loo_tokens=0, samples=1, show_progress=False)
+    names = ["mean", "mean+lora", "mean+mos", "mean+sft"]
+    with pytest.raises(XltError, match="4 models: " + ", ".join(names).replace("+", r"\+")):
+        export(tmp_path / "sw", tmp_path / "out")
+    ids = torch.randint(0, 350, (2, 16), generator=torch.Generator().manual_seed(0))
+    for name in names:
+        out = tmp_path / "export" / name
+        assert export(tmp_path / "sw" / name, out, dtype="fp32").method == (name.partition("+")[2] or "full")
+        delta = (_logits(_plain(out), ids) - _logits(load_adapted(tmp_path / "sw" / name), ids)).abs().max().item()
+        assert delta <= TOL, (name, delta)
