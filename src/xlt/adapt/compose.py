@@ -84,8 +84,9 @@ def load_lora_stack(folders: list[str | Path], base=None):
                        "stack adapters trained on the same base model")
     first = Path(folders[0])
     model = load_base(metas[0], first, base)
-    if (first / EMBEDDINGS).is_file():
-        load_embeddings(model, first / EMBEDDINGS)
+    first_emb = first / metas[0].get("embeddings", EMBEDDINGS)
+    if first_emb.is_file():
+        load_embeddings(model, first_emb)
     pm = None
     names = []
     for f, m in zip(map(Path, folders), metas):
@@ -94,9 +95,11 @@ def load_lora_stack(folders: list[str | Path], base=None):
         sub = f if m["options"].get("adapter_name", "default") == "default" else f / m["options"]["adapter_name"]
         if pm is None:
             pm = PeftModel.from_pretrained(model, str(sub), adapter_name=name)
-        else:
-            pm.load_adapter(str(sub), adapter_name=name)
+        else:  # an adapter of another vocabulary size (e.g. a task adapter trained on the source): its rows are skipped
+            pm.load_adapter(str(sub), adapter_name=name, ignore_mismatched_sizes=True)
         names.append(name)
+    if first_emb.is_file():  # loading an adapter also put in the vocabulary it carries: the first folder's is used
+        load_embeddings(pm, first_emb)
     stack_lora(pm, names)
     return pm.eval()
 

@@ -477,7 +477,7 @@ def _run_init(ctx: RunContext, name: str, meth: str = "full") -> dict:
         "model_parameters": sum(p.numel() for p in model.parameters()),  # shared tensors counted once
     }
     with atomic_dir(final, overwrite=True) as tmp:
-        method.save(model, tmp, str(Path(ctx.src_folder).resolve()), fp)
+        method.save(model, tmp, settings.source, fp)  # the source as given: a prepared name or a folder
         tgt_tok.save_pretrained(tmp)
         mapping.save(tmp / "transfer_mapping.npz")
         res = portable(res, ctx.out)  # paths relative to the run folder, packaged models by name

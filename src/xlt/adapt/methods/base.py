@@ -8,16 +8,31 @@ the same for every method. Register a method with ``@register_adaptation("name",
 third-party packages add methods through the ``xlt.adaptations`` entry-point group.
 
 Parameter-efficient folders do not copy the base model: they hold the method's weights, the new
-embeddings (``embeddings.safetensors``) and ``xlt_method.json`` with the base model's folder and a
+embeddings and ``xlt_method.json`` with the base model's portable name (:func:`portable_base_name`: a prepared
+model's name such as ``smollm2``, or the source folder as the user gave it, never an absolute path) and a
 fingerprint of its weights; loading on another base raises. Such a method writes and reads only its own
 weights (it defines the hooks ``save_weights`` and ``load_weights``, see :attr:`Method.whole_model`); :meth:`Method.save` and
 :meth:`Method.load` do the rest, the same way for every method.
+
+Methods that PEFT can express (``lora``, ``mos`` as its materialised LoRA, ``lora-attn``/``lora-ffn``, ``prefix``)
+write a standard PEFT adapter (:func:`save_peft_adapter`): the new input embeddings (and an untied head) are inside
+``adapter_model.safetensors`` (PEFT's ``save_embedding_layers``), the base is named portably in
+``adapter_config.json`` and the target tokenizer lies beside it, so that plain peft loads the folder::
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    base = AutoModelForCausalLM.from_pretrained(source)
+    base.resize_token_embeddings(len(tok))
+    model = PeftModel.from_pretrained(base, folder)  # the same logits as load_adapted(folder)
+
+The other methods keep the embeddings in ``embeddings.safetensors``; ``xlt_method.json`` says which file holds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +48,7 @@ ADAPTATIONS: Registry[type] = Registry("adaptation method", "xlt.adaptations", b
     "xlt.adapt.methods.recursive", "xlt.adapt.methods.unified"))
 META = "xlt_method.json"
 EMBEDDINGS = "embeddings.safetensors"
+ADAPTER = "adapter_model.safetensors"  # a PEFT adapter's weights
 
 
 def register_adaptation(name: str, options: type | None = None, description: str | None = None):
@@ -131,15 +147,22 @@ class Method:
 
     def save(self, model, folder: Path, base_folder: str | None, fingerprint: str | None) -> None:
         """Write ``model`` to ``folder`` so that :func:`load_adapted` gives the same logits. Methods that keep no copy
-        of the base implement ``save_weights`` only; the embeddings and the metadata are written here."""
+        of the base implement ``save_weights`` only; the embeddings (unless ``save_weights`` returns
+        ``{"embeddings": FILE}``: they are in its own file, e.g. a PEFT adapter) and the metadata are written here.
+        ``base_folder`` (the source as the user gave it: a prepared model's name or a folder) is recorded by its
+        :func:`portable_base_name`."""
         folder = Path(folder)
         if self.whole_model:
             model.save_pretrained(folder)
             return
         folder.mkdir(parents=True, exist_ok=True)
-        extra = self.save_weights(model, folder) or {}
-        save_embeddings(model, folder / EMBEDDINGS)
-        write_meta(folder, self.name, base_folder, fingerprint, as_dict(self.config), **extra)
+        name = portable_base_name(base_folder)
+        with _named_base(model, name):  # what PEFT writes (adapter_config.json, its card) names the base portably
+            extra = self.save_weights(model, folder) or {}
+        if not extra.get("embeddings"):
+            save_embeddings(model, folder / EMBEDDINGS)
+            extra["embeddings"] = EMBEDDINGS
+        write_meta(folder, self.name, name, fingerprint, as_dict(self.config), **extra)
 
     @classmethod
     def load(cls, folder: Path, meta: dict, base=None):
@@ -151,7 +174,7 @@ class Method:
 
             return load_model(folder)
         model = load_base(meta, folder, base)
-        load_embeddings(model, folder / EMBEDDINGS)
+        load_embeddings(model, folder / meta.get("embeddings", EMBEDDINGS))
         return cls.load_weights(model, folder, meta).eval()
 
     @classmethod
@@ -196,21 +219,37 @@ def save_embeddings(model, path: Path) -> None:
 
 
 def load_embeddings(model, path: Path) -> None:
-    """Resize ``model`` to the saved vocabulary (:func:`xlt.arch.resize_vocabulary`) and copy the saved rows in."""
+    """Resize ``model`` to the saved vocabulary (:func:`xlt.arch.resize_vocabulary`) and copy the saved rows in.
+
+    ``path``: an ``embeddings.safetensors`` (tensors by parameter name) or a PEFT adapter file saved with the
+    embedding layers (:func:`save_peft_adapter`: the same names under PEFT's ``base_model.model.`` prefix)."""
     from safetensors import safe_open
 
+    if not Path(path).is_file():
+        raise XltError(f"{path} does not exist: the folder holds no embeddings",
+                       "give a complete folder written by xlt adapt (or Method.save)")
     with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        keys = list(f.keys())
         meta = f.metadata() or {}
-    base = getattr(model, "get_base_model", lambda: model)()
-    names = {id(p): n for n, p in base.named_parameters()}
-    emb_name = meta.get("input") or names[id(base.get_input_embeddings().weight)]
-    if emb_name not in tensors:
-        raise XltError(f"{path} holds no input embeddings ({emb_name})", "give an embeddings file written by xlt")
+        base = getattr(model, "get_base_model", lambda: model)()
+        names = {id(p): n for n, p in base.named_parameters()}
+        emb_names = [names[id(p)] for p in arch.embedding_parameters(base)]
+        if meta.get("input"):  # embeddings.safetensors: keys are the base's parameter names
+            prefix, emb_name = "", meta["input"]
+        else:  # a PEFT adapter: the base's names under the PeftModel's prefix
+            prefix = next((p for p in ("", "base_model.model.", "base_model.") if p + emb_names[0] in keys), None)
+            if prefix is None:
+                raise XltError(f"{path} holds no input embeddings ({emb_names[0]})",
+                               "give a folder written by xlt adapt (its adapter carries the new vocabulary)")
+            emb_name = emb_names[0]
+            keys = [k for k in keys if k.startswith(prefix) and k[len(prefix):] in emb_names]
+        if prefix + emb_name not in keys:
+            raise XltError(f"{path} holds no input embeddings ({emb_name})", "give an embeddings file written by xlt")
+        tensors = {k[len(prefix):]: f.get_tensor(k) for k in keys}
     vocab = tensors[emb_name].shape[0]
     if base.get_input_embeddings().weight.shape[0] != vocab:
         arch.resize_vocabulary(base, vocab)
-    params = dict(base.named_parameters())
+    params = dict(base.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for n, t in tensors.items():
             if n not in params:
@@ -218,32 +257,125 @@ def load_embeddings(model, path: Path) -> None:
             params[n].copy_(t)
 
 
+def save_peft_adapter(model, folder: Path, adapter_name: str = "default") -> dict:
+    """Save the PeftModel ``model`` as a standard PEFT adapter that carries the new vocabulary: PEFT's
+    ``save_embedding_layers=True`` puts the input embeddings (and the head) into ``adapter_model.safetensors``, so
+    ``base.resize_token_embeddings(len(tok))`` + ``PeftModel.from_pretrained(base, folder)`` overwrites every
+    resized row. Returns the ``xlt_method.json`` entry naming that file (for :meth:`Method.save`)."""
+    model.save_pretrained(str(folder), selected_adapters=[adapter_name], save_embedding_layers=True)
+    sub = "" if adapter_name == "default" else f"{adapter_name}/"  # PEFT saves a named adapter in a subfolder
+    return {"embeddings": f"{sub}{ADAPTER}"}
+
+
 def write_meta(folder: Path, method: str, base_folder: str | None, fp: str | None, options: dict, **extra) -> None:
+    """``xlt_method.json``: the method, its options, the base model (by :func:`portable_base_name`) and fingerprint."""
     from xlt.util import write_json_atomic
 
-    write_json_atomic(folder / META, {"method": method, "base_model": base_folder, "base_fingerprint": fp,
-                                      "options": options, **extra})
+    write_json_atomic(folder / META, {"method": method, "base_model": portable_base_name(base_folder),
+                                      "base_fingerprint": fp, "options": options, **extra})
+
+
+# -- the base model's portable name -------------------------------------------------------------------
+def portable_base_name(base: str | os.PathLike | None) -> str | None:
+    """How a folder names its base model so the name holds on another machine: a prepared model (``smollm2``, or its
+    folder in the xlt cache) by its name, a relative folder as the user gave it, an absolute one by its last part
+    (:func:`xlt.util.portable_path`). :func:`resolve_base` finds the folder again."""
+    if base is None or str(base) == "":
+        return None
+    from xlt.util import portable_path
+
+    return portable_path(base)
+
+
+def resolve_base(name: str, folder: Path) -> Path:
+    """The model folder a saved ``base_model`` name stands for: a prepared model's name (prepared into the xlt cache
+    on first use), ``$XLT_CACHE/...``, an existing folder (as given, or relative to the working folder), else a
+    folder of that name beside ``folder`` or beside one of its parent folders (the nearest). Raises one
+    :class:`XltError` saying to pass ``base=`` when none is found."""
+    from xlt.models import KNOWN_SOURCES, resolve_source
+    from xlt.util import cache_dir
+
+    fix = (f"pass the base model: load_adapted({str(folder)!r}, base=<the source model folder or a loaded model>) "
+           "(the same source that xlt adapt was given)")
+    head, _, rest = name.partition("/")
+    if head in KNOWN_SOURCES:
+        try:
+            path = resolve_source(head)
+        except XltError as e:
+            raise XltError(f"{folder} adapts the prepared model {head!r}, which cannot be prepared here: {e.problem}",
+                           f"{e.fix}; or {fix}") from None
+        return path / rest if rest else path
+    path = cache_dir() / rest if head == "$XLT_CACHE" else Path(name).expanduser()
+    if path.is_absolute():  # $XLT_CACHE/..., or a folder written by an older xlt version
+        if path.is_dir():
+            return path
+    elif (path / "config.json").is_file():
+        return path
+    else:
+        for parent in Path(folder).resolve().parents:
+            if (parent / name / "config.json").is_file():
+                return parent / name
+    raise XltError(f"{folder} adapts the base model {name!r}, which is not a prepared model name and not a folder "
+                   f"found here or beside {Path(folder).name}", fix)
+
+
+@contextlib.contextmanager
+def _named_base(model, name: str | None):
+    """While saving: the base model and every PEFT config of ``model`` name the base as ``name`` (PEFT copies it into
+    ``adapter_config.json`` and its README), never the absolute folder the model was loaded from."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    undo = []
+
+    def put(obj, attr, value):
+        undo.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    cfg = getattr(base, "config", None)
+    if cfg is not None and hasattr(cfg, "_name_or_path"):
+        put(cfg, "_name_or_path", name or "")
+    if "name_or_path" in vars(base):
+        put(base, "name_or_path", name or "")
+    for c in getattr(model, "peft_config", {}).values():
+        put(c, "base_model_name_or_path", name)
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(undo):
+            setattr(obj, attr, value)
 
 
 def load_base(meta: dict, folder: Path, base=None):
-    """The base model named in ``meta`` (or ``base``: a folder or a model), checked against the fingerprint."""
-    from xlt.models import load_model
+    """The base model named in ``meta`` (found by :func:`resolve_base`), or ``base`` (a folder, a prepared model's
+    name, or a loaded model), checked against the fingerprint: a different base raises, saying which."""
+    from xlt.models import KNOWN_SOURCES, load_model, resolve_source
 
+    folder = Path(folder)
     if base is None:
         if not meta.get("base_model"):
-            raise XltError(f"{folder} does not say which base model it adapts", "pass base=<the source model folder>")
-        base = meta["base_model"]
-    model = load_model(base) if isinstance(base, (str, Path)) else base
+            raise XltError(f"{folder} does not say which base model it adapts",
+                           "pass base=<the source model folder> (the same source that xlt adapt was given)")
+        what = meta["base_model"]
+        model = load_model(resolve_base(what, folder))
+    elif isinstance(base, (str, os.PathLike)):
+        what = str(base)
+        model = load_model(resolve_source(base) if what in KNOWN_SOURCES else base)
+    else:
+        what, model = "the model given as base", base
     fp = fingerprint(model)
     if meta.get("base_fingerprint") and fp != meta["base_fingerprint"]:
-        raise XltError(f"{folder} was trained on a base model whose weights hash to {meta['base_fingerprint'][:12]}…, "
-                       f"but the given base hashes to {fp[:12]}…",
-                       "load it on the exact base model it was trained on (the source model of the xlt adapt run)")
+        raise XltError(f"{folder} was trained on a base model ({meta.get('base_model') or 'unnamed'}) whose weights "
+                       f"hash to {meta['base_fingerprint'][:12]}…, but {what} hashes to {fp[:12]}…",
+                       "load it on the exact base model it was trained on (the source model of the xlt adapt run): "
+                       "pass base=<that model folder>")
     return model
 
 
 def load_adapted(folder: str | Path, base=None):
-    """Load what :meth:`Method.save` wrote: a plain HF folder (``full``) or a method folder on its base model."""
+    """Load what :meth:`Method.save` wrote: a plain HF folder (``full``) or a method folder on its base model.
+
+    ``base``: the base model (a folder, a prepared model's name, or a loaded model) when the folder's own
+    ``base_model`` name cannot be found here (:func:`resolve_base`); it must be the model the folder was trained on
+    (fingerprint). Folders of older xlt versions (an absolute base folder, ``embeddings.safetensors``) load too."""
     folder = Path(folder)
     meta_path = folder / META
     if not meta_path.is_file():

@@ -1,7 +1,10 @@
 """``lora``: PEFT LoRA on the transformer body in stage 2; the new embeddings are trained in stage 1 as always.
 
-Saved as a PEFT adapter folder (``adapter_config.json``, ``adapter_model.safetensors``) plus
-``embeddings.safetensors`` and ``xlt_method.json`` (base model folder and fingerprint).
+Saved as a standard PEFT adapter folder (``adapter_config.json``, ``adapter_model.safetensors``) that carries the
+new input embeddings (and an untied head) itself (:func:`~xlt.adapt.methods.base.save_peft_adapter`), with
+``adapter_config.json`` naming the base portably (``smollm2``, or the source folder as given) and
+``xlt_method.json`` (base model name and fingerprint). With the target tokenizer beside it (``xlt adapt`` saves it),
+plain peft loads it: ``base.resize_token_embeddings(len(tok)); PeftModel.from_pretrained(base, folder)``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods.base import Method, fingerprint, register_adaptation
+from xlt.adapt.methods.base import Method, fingerprint, register_adaptation, save_peft_adapter
 from xlt.errors import XltError
 from xlt.options import non_negative, option, positive
 
@@ -87,8 +90,8 @@ class Lora(Method):
     def stage2_parameters(self, model):
         return [p for n, p in model.named_parameters() if "lora_" in n]
 
-    def save_weights(self, model, folder: Path) -> None:
-        model.save_pretrained(str(folder), save_embedding_layers=False)
+    def save_weights(self, model, folder: Path) -> dict:
+        return save_peft_adapter(model, folder, self.config.adapter_name)
 
     @classmethod
     def load_weights(cls, model, folder: Path, meta: dict):

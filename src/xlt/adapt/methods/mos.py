@@ -15,8 +15,11 @@ columns of ``B`` (d_out × r) are not free parameters:
 - a trainable scale per (rank, piece), initialised N(``scale_mean``, ``scale_std``) ("random scaling").
 
 ``B``'s pool and private part start at zero, so the model is unchanged at the start. Trainable parameters:
-``|P_A| + |P_B| + Σ_ℓ private·(d_in + d_out) + Σ_ℓ 2·(r − private)·shards``. :meth:`MoS.export_lora` writes
-the materialised factors as a plain PEFT LoRA adapter.
+``|P_A| + |P_B| + Σ_ℓ private·(d_in + d_out) + Σ_ℓ 2·(r − private)·shards``.
+
+Saved as ``mos.safetensors`` (what xlt reads back exactly) and, beside it, the materialised factors as a standard
+PEFT LoRA adapter carrying the new vocabulary (:func:`write_lora`), so plain peft loads the folder like a ``lora``
+one; :meth:`MoS.export_lora` writes that adapter anywhere.
 """
 
 from __future__ import annotations
@@ -202,10 +205,13 @@ class MoS(Method):
             del model.mos_pools
         return super().export_model(model)
 
-    def save_weights(self, model, folder: Path) -> None:
+    def save_weights(self, model, folder: Path) -> dict:
+        """``mos.safetensors`` (pools, indices, scales: what :meth:`load_weights` reads) and the materialised factors
+        as a standard PEFT LoRA adapter that carries the vocabulary (:func:`write_lora`), for plain peft."""
         from safetensors.torch import save_file
 
         save_file(mos_state(model), str(folder / "mos.safetensors"))
+        return write_lora(model, folder)
 
     @classmethod
     def load_weights(cls, model, folder: Path, meta: dict):
@@ -220,28 +226,58 @@ class MoS(Method):
 
     @staticmethod
     def export_lora(model, folder: str | Path, adapter_name: str = "default"):
-        """Write the materialised factors as a plain PEFT LoRA adapter (``adapter_config.json`` + safetensors);
-        returns the PeftModel built on a copy of the base with the exported adapter."""
+        """Write the materialised factors (and the vocabulary) as a standard PEFT LoRA adapter (:func:`write_lora`);
+        returns the PeftModel that plain peft loads from it, on a copy of the base without the MoS layers."""
         import copy
 
-        from peft import LoraConfig, get_peft_model
+        from peft import PeftModel
 
-        mods = {n: m for n, m in model.named_modules() if isinstance(m, MoSLinear)}
-        if not mods:
-            raise XltError("the model has no MoS layers", "attach MoS (method mos) before exporting")
-        any_m = next(iter(mods.values()))
+        write_lora(model, folder, adapter_name)
         plain = copy.deepcopy(model)
         for n, m in list((k, v) for k, v in plain.named_modules() if isinstance(v, MoSLinear)):
             parent, _, child = n.rpartition(".")
-            setattr(plain.get_submodule(parent), child, m.base)
+            setattr(plain.get_submodule(parent) if parent else plain, child, m.base)
         del plain.mos_pools
-        cfg = LoraConfig(r=any_m.r, lora_alpha=any_m.scaling * any_m.r, target_modules=sorted(mods), bias="none")
-        pm = get_peft_model(plain, cfg, adapter_name=adapter_name)
-        with torch.no_grad():
-            for n, m in mods.items():
-                a, b = m.factors()
-                layer = pm.base_model.model.get_submodule(n)
-                layer.lora_A[adapter_name].weight.copy_(a)
-                layer.lora_B[adapter_name].weight.copy_(b)
-        pm.save_pretrained(str(folder), save_embedding_layers=False)
-        return pm
+        sub = Path(folder) if adapter_name == "default" else Path(folder) / adapter_name
+        return PeftModel.from_pretrained(plain, str(sub), adapter_name=adapter_name)
+
+
+def write_lora(model, folder: str | Path, adapter_name: str = "default", base_name: str | None = None) -> dict:
+    """Write the MoS layers' materialised factors ``A``, ``B`` (``ΔW = (α/r) B A``, exactly LoRA's form) as a standard
+    PEFT LoRA adapter, PEFT's layout and key names, with the input embeddings and the head inside (as PEFT's
+    ``save_embedding_layers=True`` writes them): ``base.resize_token_embeddings(len(tok))`` +
+    ``PeftModel.from_pretrained(base, folder)`` gives the MoS model's logits. ``base_name``: what
+    ``adapter_config.json`` names the base (default: the model's own name, made portable). Returns the
+    ``xlt_method.json`` entry naming the file that holds the embeddings."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from xlt.adapt.methods.base import ADAPTER, portable_base_name
+
+    mods = {n: m for n, m in model.named_modules() if isinstance(m, MoSLinear)}
+    if not mods:
+        raise XltError("the model has no MoS layers", "attach MoS (method mos) before exporting")
+    any_m = next(iter(mods.values()))
+    prefix = "base_model.model."  # PEFT's keys for a LoRA adapter on a transformers model
+    state = {}
+    with torch.no_grad():
+        for n, m in mods.items():
+            a, b = m.factors()
+            state[f"{prefix}{n}.lora_A.weight"] = a.detach().clone().contiguous()
+            state[f"{prefix}{n}.lora_B.weight"] = b.detach().clone().contiguous()
+        names = {id(mod): n for n, mod in model.named_modules()}
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is not None:  # a tied head is written too (a copy), as PEFT does
+                state.update({f"{prefix}{names[id(layer)]}.{k}": v.detach().clone().contiguous()
+                              for k, v in layer.state_dict().items()})
+    out = Path(folder) if adapter_name == "default" else Path(folder) / adapter_name
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / ADAPTER), metadata={"format": "pt"})
+    cfg = LoraConfig(r=any_m.r, lora_alpha=any_m.scaling * any_m.r, target_modules=sorted(mods), bias="none",
+                     inference_mode=True)
+    cfg.base_model_name_or_path = base_name if base_name is not None else portable_base_name(
+        getattr(model.config, "_name_or_path", None) or None)
+    cfg.save_pretrained(str(out), auto_mapping_dict={"base_model_class": type(model).__name__,
+                                                      "parent_library": type(model).__module__})
+    sub = "" if adapter_name == "default" else f"{adapter_name}/"
+    return {"embeddings": f"{sub}{ADAPTER}"}

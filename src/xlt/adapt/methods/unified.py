@@ -18,6 +18,10 @@ below are the paper's comparison grid, so ``xlt adapt --method prefix,lora-attn,
 seq-adapter-ffn,par-adapter-attn,par-adapter-ffn,scaled-par-adapter-ffn`` runs it in one command and the
 report's method table gives bits/byte against trainable parameters. Up-projections start at zero, so
 adapters and LoRA leave the model unchanged at the start.
+
+``function=lora`` and ``function=prefix`` are saved as standard PEFT adapters carrying the new vocabulary (plain peft
+loads them, :func:`~xlt.adapt.methods.base.save_peft_adapter`); bottleneck adapters are xlt's own hooks
+(``unified.safetensors`` + ``embeddings.safetensors``), read by :func:`~xlt.adapt.methods.load_adapted`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import nn
 
 from xlt import arch
 from xlt.adapt.adapters import Bottleneck, output_hook
-from xlt.adapt.methods.base import Method, register_adaptation
+from xlt.adapt.methods.base import Method, register_adaptation, save_peft_adapter
 from xlt.errors import XltError
 from xlt.options import option, positive, with_defaults
 
@@ -168,14 +172,14 @@ class Unified(Method):
                            "merges into the weights (lora, lora-attn, lora-ffn, mos, sft, full) and export that")
         return super().export_model(model)
 
-    def save_weights(self, model, folder: Path) -> None:
+    def save_weights(self, model, folder: Path) -> dict | None:
         from safetensors.torch import save_file
 
         if self.config.function == "adapter":
             save_file({k: v.detach().contiguous() for k, v in model.xlt_unified.state_dict().items()},
                       str(folder / "unified.safetensors"))
-        else:
-            model.save_pretrained(str(folder), save_embedding_layers=False)
+            return None
+        return save_peft_adapter(model, folder)  # LoRA or prefix tuning: a standard PEFT adapter with the vocabulary
 
     @classmethod
     def load_weights(cls, model, folder: Path, meta: dict):
