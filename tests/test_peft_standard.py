@@ -185,7 +185,7 @@ def test_base_names_are_portable_and_resolve(tmp_path, monkeypatch):
     monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
     prepared = tmp_path / "cache" / "models" / PREPARERS["smollm2"]["folder"]
     prepared.mkdir(parents=True)
-    (prepared / "xlt_prepared.json").write_text("{}")  # what prepare() leaves: the folder is reused as it is
+    (prepared / "xlt_prepared.json").write_text('{"name": "smollm2"}')  # what prepare() leaves (the name)
     assert portable_base_name(str(prepared)) == "smollm2"
     assert portable_base_name("smollm2") == "smollm2"
     assert portable_base_name("models/my-llama") == "models/my-llama"  # relative: as the user gave it
