@@ -180,6 +180,29 @@ def set_vocab_size(model, n: int) -> None:
             m.vocab_size = n
 
 
+def configs(model) -> list:
+    """The model's config and, where it differs (multimodal wrappers such as Gemma-3's), its text config."""
+    cfg = model.config
+    out = {id(cfg): cfg}
+    if hasattr(cfg, "get_text_config"):
+        out[id(cfg.get_text_config())] = cfg.get_text_config()
+    return list(out.values())
+
+
+def set_special_token_ids(model, tokenizer) -> None:
+    """The bos/eos/pad/unk ids of the config(s) and bos/eos/pad of the generation config set to ``tokenizer``'s (a
+    config key the tokenizer has no token for is set to None), as after a vocabulary change."""
+    for c in configs(model):
+        for role in ("bos", "eos", "pad", "unk"):
+            tid = getattr(tokenizer, f"{role}_token_id", None)
+            if hasattr(c, f"{role}_token_id") or tid is not None:
+                setattr(c, f"{role}_token_id", tid)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        for role in ("bos", "eos", "pad"):
+            setattr(gen, f"{role}_token_id", getattr(tokenizer, f"{role}_token_id", None))
+
+
 def replace_vocabulary(model, emb_weight, head_weight=None, head_bias=None, padding_idx: int | None = None):
     """Give the model new embedding rows in place: the embedding module keeps its class (Gemma's scaled embedding
     keeps its scale), a tied head stays tied to the new matrix, an untied head gets ``head_weight`` (and

@@ -134,21 +134,12 @@ def _check_standard(model, method: str) -> None:
 
 def _clean_config(model, tokenizer) -> None:
     """No ``xlt_*`` key left in the config; special-token ids those of the folder's (target) tokenizer."""
-    cfg = model.config
-    configs = {id(cfg): cfg}
-    if hasattr(cfg, "get_text_config"):
-        configs[id(cfg.get_text_config())] = cfg.get_text_config()
-    for c in configs.values():
+    from xlt import arch
+
+    for c in arch.configs(model):
         for k in [k for k in vars(c) if k.startswith("xlt_")]:
             delattr(c, k)
-        for role in ("bos", "eos", "pad", "unk"):
-            tid = getattr(tokenizer, f"{role}_token_id", None)
-            if hasattr(c, f"{role}_token_id") or tid is not None:
-                setattr(c, f"{role}_token_id", tid)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        for role in ("bos", "eos", "pad"):
-            setattr(gen, f"{role}_token_id", getattr(tokenizer, f"{role}_token_id", None))
+    arch.set_special_token_ids(model, tokenizer)
 
 
 def _check_fp16(model) -> None:

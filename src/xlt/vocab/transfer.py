@@ -33,16 +33,7 @@ def transfer_model(model, target_tokenizer, mapping: TransferMapping, seed: int 
     bias = None
     if old_out is not None and getattr(old_out, "bias", None) is not None:
         bias = mix_rows(_no_fill(mapping), old_out.bias.detach()[:, None], seed)[:, 0]
-    cfg = model.config
-    for c in {id(cfg): cfg, id(cfg.get_text_config()): cfg.get_text_config()}.values():
-        for role in ("bos", "eos", "pad", "unk"):
-            tid = getattr(target_tokenizer, f"{role}_token_id", None)
-            if hasattr(c, f"{role}_token_id") or tid is not None:
-                setattr(c, f"{role}_token_id", tid)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        for role in ("bos", "eos", "pad"):
-            setattr(gen, f"{role}_token_id", getattr(target_tokenizer, f"{role}_token_id", None))
+    arch.set_special_token_ids(model, target_tokenizer)
     arch.replace_vocabulary(model, new_in, new_out, bias, getattr(target_tokenizer, "pad_token_id", None))
     return model
 
