@@ -184,7 +184,7 @@ def link_into_run(run: Path, out: Path, data: dict) -> None:
 
 def _write(out: Path, data: dict, names: list[str]) -> None:
     from xlt.report.analysis import render_analysis
-    from xlt.util import atomic_dir
+    from xlt.util import atomic_dir, portable
 
     with atomic_dir(out, overwrite=True) as tmp:
         for name in names:
@@ -194,6 +194,7 @@ def _write(out: Path, data: dict, names: list[str]) -> None:
                     a.write(tmp, _safe(model), r)
                 for k in [k for k in r if k.startswith("_")]:
                     r.pop(k)
+        data = portable(data, out)  # no path of this machine: models by name, folders relative to out
         (tmp / "analysis.json").write_text(json.dumps(data, indent=1, ensure_ascii=False, default=float,
                                                       allow_nan=False))
         (tmp / "analysis.html").write_text(render_analysis(data), encoding="utf-8")
