@@ -1,5 +1,5 @@
 """No artefact xlt writes names a path of the machine it was made on: an ``xlt adapt`` run (a whole model and a LoRA
-adapter), an ``xlt merge`` of its output and an ``xlt analyze`` of the run, every file scanned for the temporary folders' absolute paths, the home
+adapter), an ``xlt merge`` of its output, an ``xlt analyze`` of the run and an ``xlt evaluate`` of its models, every file scanned for the temporary folders' absolute paths, the home
 and cache folders and the repository's path."""
 
 import os
@@ -75,9 +75,14 @@ def test_no_absolute_path_in_adapt_and_merge_artefacts(tiny_adapt_run, tiny_sour
     analysis = tmp_path / "analysis"  # xlt analyze of the run (its source and adapted models) by absolute folder
     analyze([str(run_dir)], "en,sw", "alignment", analysis, corpus=str(parallel_jsonl), ref="en", n=20, heldout=0,
             split="train", options={"n_perm": 5}, show_progress=False)
+    from xlt.eval.evaluate import evaluate
+
+    evaluation = tmp_path / "evaluation"  # xlt evaluate of the run's models by absolute folder
+    evaluate([str(run_dir / "overlap"), str(merged)], "sw", "bpb", evaluation, corpus=str(parallel_jsonl),
+             split="train", show_progress=False)
     roots = [run_dir.parent, tiny_source_dir, parallel_jsonl.parent, tmp_path]
     found = offenders(run_dir, needles(*roots)) + [f"merged/{o}" for o in offenders(merged, needles(*roots))]
-    found += [f"analysis/{o}" for o in offenders(analysis, needles(*roots))]
+    found += [f"{d.name}/{o}" for d in (analysis, evaluation) for o in offenders(d, needles(*roots))]
     assert (run_dir / "overlap" / "README.md").is_file() and (merged / "README.md").is_file()
     assert not found, "absolute paths of this machine in artefacts:\n" + "\n".join(found)
 

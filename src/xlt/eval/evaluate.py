@@ -291,8 +291,9 @@ def _checked(name: str, scores: LangScores) -> LangScores:
 def _write(out: Path, metrics: dict) -> None:
     """metrics.json and report.html, written in a temporary folder renamed into place."""
     from xlt.report.evaluation import render_evaluation
-    from xlt.util import atomic_dir
+    from xlt.util import atomic_dir, portable
 
+    metrics = portable(metrics, out)  # no path of this machine: models by name, folders relative to out
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=float,
                                                      allow_nan=False))
