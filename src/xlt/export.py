@@ -3,7 +3,8 @@
 The output holds safetensors weights (sharded with ``model.safetensors.index.json`` above ``shard_size``), a
 ``config.json`` of the model's standard transformers architecture, the target tokenizer and
 ``generation_config.json``: ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)``
-load it with no xlt installed (no custom code, no ``xlt_*`` config keys), and so do vLLM, TGI and lm-eval.
+load it with no xlt installed (no custom code, no ``xlt_*`` config keys), and so does lm-eval (both tested);
+vLLM and TGI read the same standard layout.
 
 How a method's folder becomes the standard architecture is the method's own business
 (:meth:`xlt.adapt.methods.Method.export_model`): whole models are written as they are, PEFT adapters are merged,
