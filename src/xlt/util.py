@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _cache_root() -> str:
+    return os.environ.get("XLT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xlt")
+
+
 def cache_dir() -> Path:
     """Where xlt keeps converted models and other reusable artefacts (``$XLT_CACHE`` or ``~/.cache/xlt``)."""
-    root = os.environ.get("XLT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xlt"
-    )
-    path = Path(root)
+    path = Path(_cache_root())
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -86,8 +88,7 @@ def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None
     if root is None and not os.path.isabs(os.path.expanduser(raw)):
         return raw
     p = os.path.abspath(os.path.expanduser(raw))
-    cache = os.path.abspath(os.environ.get("XLT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xlt"))
+    cache = os.path.abspath(_cache_root())  # not cache_dir(): recording a path must not create the cache
     if _inside(p, cache):
         parts = os.path.relpath(p, cache).split(os.sep)
         if len(parts) >= 2 and parts[0] == "models":  # a prepared model: its xlt_prepared.json gives its name

@@ -70,7 +70,7 @@ def load_lora_stack(folders: list[str | Path], base=None):
     """
     from peft import PeftModel
 
-    from xlt.adapt.methods.base import EMBEDDINGS, META, load_base, load_embeddings
+    from xlt.adapt.methods.base import EMBEDDINGS, META, adapter_dir, load_base, load_embeddings
 
     metas = []
     for f in map(Path, folders):
@@ -92,7 +92,7 @@ def load_lora_stack(folders: list[str | Path], base=None):
     for f, m in zip(map(Path, folders), metas):
         name = m["options"].get("adapter_name") or f.name
         name = f.name if name == "default" else name
-        sub = f if m["options"].get("adapter_name", "default") == "default" else f / m["options"]["adapter_name"]
+        sub = adapter_dir(f, m["options"].get("adapter_name", "default"))
         if pm is None:
             pm = PeftModel.from_pretrained(model, str(sub), adapter_name=name)
         else:  # an adapter of another vocabulary size (e.g. a task adapter trained on the source): its rows are skipped

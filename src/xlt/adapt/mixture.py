@@ -135,11 +135,13 @@ class RoutedLoRA(nn.Module):
         from peft import PeftModel
         from safetensors.torch import load_file
 
+        from xlt.adapt.methods.base import adapter_dir
+
         folder = Path(folder)
         meta = json.loads((folder / "router.json").read_text())
         pm = None
         for n in meta["names"]:
-            sub = folder if n == "default" else folder / n
+            sub = adapter_dir(folder, n)
             if pm is None:
                 pm = PeftModel.from_pretrained(base_model, str(sub), adapter_name=n)
             else:

@@ -257,14 +257,19 @@ def load_embeddings(model, path: Path) -> None:
             params[n].copy_(t)
 
 
+def adapter_dir(folder: str | Path, adapter_name: str = "default") -> Path:
+    """Where PEFT's ``save_pretrained`` puts adapter ``adapter_name`` of ``folder``: the folder itself for
+    ``default``, a subfolder of the adapter's name otherwise."""
+    return Path(folder) if adapter_name == "default" else Path(folder) / adapter_name
+
+
 def save_peft_adapter(model, folder: Path, adapter_name: str = "default") -> dict:
     """Save the PeftModel ``model`` as a standard PEFT adapter that carries the new vocabulary: PEFT's
     ``save_embedding_layers=True`` puts the input embeddings (and the head) into ``adapter_model.safetensors``, so
     ``base.resize_token_embeddings(len(tok))`` + ``PeftModel.from_pretrained(base, folder)`` overwrites every
     resized row. Returns the ``xlt_method.json`` entry naming that file (for :meth:`Method.save`)."""
     model.save_pretrained(str(folder), selected_adapters=[adapter_name], save_embedding_layers=True)
-    sub = "" if adapter_name == "default" else f"{adapter_name}/"  # PEFT saves a named adapter in a subfolder
-    return {"embeddings": f"{sub}{ADAPTER}"}
+    return {"embeddings": (adapter_dir(folder, adapter_name) / ADAPTER).relative_to(folder).as_posix()}
 
 
 def write_meta(folder: Path, method: str, base_folder: str | None, fp: str | None, options: dict, **extra) -> None:

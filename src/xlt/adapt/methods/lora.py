@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from xlt.adapt.methods.base import Method, fingerprint, register_adaptation, save_peft_adapter
+from xlt.adapt.methods.base import Method, adapter_dir, fingerprint, register_adaptation, save_peft_adapter
 from xlt.errors import XltError
 from xlt.options import non_negative, option, positive
 
@@ -98,7 +98,7 @@ class Lora(Method):
         from peft import PeftModel
 
         name = cls.config_from(meta["options"]).adapter_name
-        sub = folder if name == "default" else folder / name  # PEFT saves a named adapter in a subfolder
+        sub = adapter_dir(folder, name)
         return PeftModel.from_pretrained(model, str(sub), adapter_name=name)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xlt.adapt.methods.base import Method, register_adaptation
+from xlt.adapt.methods.base import Method, adapter_dir, register_adaptation
 from xlt.errors import XltError
 from xlt.options import non_negative, option, positive
 
@@ -193,16 +193,11 @@ class MoS(Method):
     def export_model(cls, model):
         """Fold every layer's materialised update ``(α/r) B A`` into its weight (in float64, then the weight's dtype),
         put the plain linear layer back and drop the pools: the standard architecture (see :meth:`Method.export_model`)."""
-        mods = [(n, m) for n, m in model.named_modules() if isinstance(m, MoSLinear)]
         with torch.no_grad():
-            for n, m in mods:
+            for m in _unwrap(model):
                 a, b = m.factors()
                 w = m.base.weight
                 w.copy_((w.double() + m.scaling * (b.double() @ a.double())).to(w.dtype))
-                parent, _, child = n.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, m.base)
-        if mods and hasattr(model, "mos_pools"):
-            del model.mos_pools
         return super().export_model(model)
 
     def save_weights(self, model, folder: Path) -> dict:
@@ -234,12 +229,20 @@ class MoS(Method):
 
         write_lora(model, folder, adapter_name)
         plain = copy.deepcopy(model)
-        for n, m in list((k, v) for k, v in plain.named_modules() if isinstance(v, MoSLinear)):
-            parent, _, child = n.rpartition(".")
-            setattr(plain.get_submodule(parent) if parent else plain, child, m.base)
-        del plain.mos_pools
-        sub = Path(folder) if adapter_name == "default" else Path(folder) / adapter_name
-        return PeftModel.from_pretrained(plain, str(sub), adapter_name=adapter_name)
+        _unwrap(plain)
+        return PeftModel.from_pretrained(plain, str(adapter_dir(folder, adapter_name)), adapter_name=adapter_name)
+
+
+def _unwrap(model) -> list[MoSLinear]:
+    """Put every MoS layer's plain linear layer back in its place and drop the shared pools; returns the MoS layers
+    (whose factors can still be read)."""
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, MoSLinear)]
+    for n, m in mods:
+        parent, _, child = n.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, m.base)
+    if mods and hasattr(model, "mos_pools"):
+        del model.mos_pools
+    return [m for _, m in mods]
 
 
 def write_lora(model, folder: str | Path, adapter_name: str = "default", base_name: str | None = None) -> dict:
@@ -270,7 +273,7 @@ def write_lora(model, folder: str | Path, adapter_name: str = "default", base_na
             if layer is not None:  # a tied head is written too (a copy), as PEFT does
                 state.update({f"{prefix}{names[id(layer)]}.{k}": v.detach().clone().contiguous()
                               for k, v in layer.state_dict().items()})
-    out = Path(folder) if adapter_name == "default" else Path(folder) / adapter_name
+    out = adapter_dir(folder, adapter_name)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / ADAPTER), metadata={"format": "pt"})
     cfg = LoraConfig(r=any_m.r, lora_alpha=any_m.scaling * any_m.r, target_modules=sorted(mods), bias="none",
@@ -279,5 +282,4 @@ def write_lora(model, folder: str | Path, adapter_name: str = "default", base_na
         getattr(model.config, "_name_or_path", None) or None)
     cfg.save_pretrained(str(out), auto_mapping_dict={"base_model_class": type(model).__name__,
                                                       "parent_library": type(model).__module__})
-    sub = "" if adapter_name == "default" else f"{adapter_name}/"
-    return {"embeddings": f"{sub}{ADAPTER}"}
+    return {"embeddings": (out / ADAPTER).relative_to(folder).as_posix()}
