@@ -251,6 +251,11 @@ from xlt.cli.export import export as _export  # noqa: E402
 
 app.command(name="export")(_export)
 
+from xlt.cli.data import data_app, register_commands as _register_data_commands  # noqa: E402
+
+_register_data_commands()
+app.add_typer(data_app, name="data")
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from xlt.errors import XltError
 from xlt.languages import Language, resolve
@@ -105,6 +105,27 @@ class Corpus(ABC):
         if split is None:
             return docs
         return [d for d in docs if self.split_of(d) == split]
+
+    def _iter_documents(self, lang: Language) -> Iterator[Document]:
+        """``lang``'s documents one by one; corpora that can read lazily override this (files are read line by
+        line), the others yield from :meth:`_documents`."""
+        yield from self._documents(lang)
+
+    def iter_documents(self, lang: str | Language, split: str | None = None) -> Iterator[Document]:
+        """The documents of :meth:`documents`, read lazily: nothing past the last one yielded has been read
+        (for files), so builders can write their first record before the rest of a large corpus is read."""
+        check_split(split)
+        lang = self.language(lang)
+        seen = False
+        for doc in self._iter_documents(lang):
+            seen = True
+            if split is None or self.split_of(doc) == split:
+                yield doc
+        if not seen:
+            raise XltError(
+                f"the {self.name} corpus has no text for {lang.name} ({lang.code}): it is empty or whitespace only",
+                "give a corpus with text in that language",
+            )
 
     def texts(self, lang: str | Language, split: str | None = None) -> list[str]:
         return [d.text for d in self.documents(lang, split)]

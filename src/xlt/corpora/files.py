@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from pathlib import Path
+from typing import Iterator
 
 from xlt.corpora.base import Corpus, Document
 from xlt.errors import XltError
@@ -75,6 +76,28 @@ class TextCorpus(_MonoOrTagged):
             raise XltError(f"corpus file {self.path} is empty or whitespace only", "give a file with text, one document per line")
         lang = self._lang_of(None, f"text file {self.path}")
         return {lang: docs}
+
+    def languages(self) -> list[Language]:
+        if self._docs is None:  # known without reading the file
+            return [self._lang_of(None, f"text file {self.path}")]
+        return super().languages()
+
+    def _iter_documents(self, lang: Language) -> Iterator[Document]:
+        """Line by line from the file: a document is yielded before the next line is read."""
+        if self._docs is not None:
+            yield from self._documents(lang)
+            return
+        if not self.path.is_file():
+            read_utf8(self.path)  # the one clear error for a missing file
+        with open(self.path, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    read_utf8(self.path)  # raises the error naming the byte, line and offset
+                text = " ".join(line.split())
+                if text:
+                    yield Document(f"{i}", text)
 
 
 class JsonlCorpus(_MonoOrTagged):

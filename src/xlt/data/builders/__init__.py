@@ -1,0 +1,1 @@
+"""The built-in data builders, one module each (each registers itself with :func:`xlt.data.registry.register_builder`)."""
