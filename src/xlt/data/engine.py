@@ -55,7 +55,19 @@ class BuildContext:
     written: int = 0
     #: builder-specific statistics (before/after counts, F1 against gold, ...), written to the manifest's "stats"
     extra: dict = field(default_factory=dict)
+    #: the output folder being written (a temporary folder renamed at the end), for side outputs such as a model;
+    #: None when the output is a single JSONL file
+    workdir: Path | None = None
     _on_chunk: Callable[[], None] | None = None
+
+    def side_folder(self, what: str) -> Path:
+        """A folder inside the output for a side output (``what``); refused for a JSONL ``--out``."""
+        if self.workdir is None:
+            raise XltError(f"builder {self.builder} writes {what} beside its records, which needs a folder output",
+                           "give --out a folder name (not X.jsonl)")
+        path = self.workdir / what
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def rng(self, key: str | int | tuple) -> np.random.Generator:
         """The generator of one record: the same for the same (seed, builder, key) on every machine and run."""
@@ -169,7 +181,8 @@ def run_builder(builder: str, out: str | os.PathLike, *, seed: int = 0, overwrit
         raise XltError(f"output {final} already exists", "pass --overwrite to replace it, or choose another --out")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    ctx = BuildContext(builder, seed=seed, chunk_size=chunk_size, show_progress=show_progress)
+    ctx = BuildContext(builder, seed=seed, chunk_size=chunk_size, show_progress=show_progress,
+                       workdir=tmp if folder else None)
     try:
         tmp_data = tmp / "data.jsonl"
         with open(tmp_data, "w", encoding="utf-8", newline="\n") as fh:
