@@ -126,3 +126,7 @@ def test_cli_command_made_from_the_options(lines, tmp_path):
     py = run_builder("_lines", tmp_path / "p.jsonl", seed=3, path=lines)
     assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "p.jsonl").read_bytes()
     assert json.loads((tmp_path / "c.manifest.json").read_text())["options"] == py["options"]
+
+
+def test_command_line_lists_are_comma_separated():
+    assert command_line("b", {"langs": ["sw", "fr"]}, "o.jsonl", 1) == "xlt data b --langs sw,fr --seed 1 --out o.jsonl"

@@ -156,6 +156,8 @@ def command_line(builder: str, values: dict[str, Any], out: Any, seed: int) -> s
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
             parts.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, (list, tuple)):
+            parts += [flag, ",".join(map(str, v))]
         else:
             parts += [flag, str(v)]
     parts += ["--seed", str(seed), "--out", str(out)]
