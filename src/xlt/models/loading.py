@@ -10,14 +10,15 @@ from xlt.errors import XltError
 from xlt.models.hf import quiet_transformers
 from xlt.models.prepare import PREPARERS, prepare
 
-#: names that ``resolve_source`` understands besides folders: the packaged models of :data:`PREPARERS`
-KNOWN_SOURCES = tuple(PREPARERS)
+#: the source models (causal LMs) among the packaged models of :data:`PREPARERS`: the names ``xlt adapt``, evaluation
+#: and merging accept besides folders (a ``kind`` "encoder" model, such as ``e5``, is no source model)
+KNOWN_SOURCES = tuple(name for name, info in PREPARERS.items() if info.get("kind", "causal") == "causal")
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
-    """A model name from :data:`KNOWN_SOURCES` (prepared into the cache on first use) or a local folder."""
+    """A packaged model's name from :data:`PREPARERS` (prepared into the cache on first use) or a local folder."""
     s = str(source)
-    if s in KNOWN_SOURCES:
+    if s in PREPARERS:
         return prepare(s)
     path = Path(s).expanduser()
     if not path.exists():
