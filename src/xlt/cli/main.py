@@ -256,6 +256,10 @@ from xlt.cli.data import data_app, register_commands as _register_data_commands 
 _register_data_commands()
 app.add_typer(data_app, name="data")
 
+from xlt.cli.data import generate_command as _generate_command  # noqa: E402
+
+app.command(name="generate")(_generate_command())
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""
