@@ -9,7 +9,7 @@ candidate per prompt by greedy, MBR or X-MBR, and report off-target rate and chr
   {text}\\n{tgt}:", inside the tokenizer's chat template when it has one; ``auto`` = tag when the tokenizer has it, else
   instruction. Generation stops at the end-of-sequence token or a newline; the text is the first line.
 - **Pool** (:mod:`xlt.infer.pool`): e.g. ``greedy,0.3x2,0.7x3,1.0x2``, decoded in one loop by
-  :func:`xlt.infer.generate.generate_pool`.
+  :func:`xlt.infer.decode.generate_pool`.
 - **Selection** (:mod:`xlt.infer.mbr`): ``greedy`` (the pool's greedy candidate), ``mbr`` (evidence: the pool;
   utility chrF by default) or ``xmbr`` (evidence adds pools generated for the same prompt in ``evidence_langs``;
   utility e5 by default). The record keeps every candidate and which one each method chose; the summary scores each
@@ -94,6 +94,18 @@ def _read_jsonl_prompts(path: Path) -> list[Prompt]:
     return out
 
 
+def load_generator(spec: str):
+    """``(model, tokenizer, portable name)`` of one generator: a packaged name, an HF folder or a method folder."""
+    from xlt.eval.evaluate import resolve_models
+
+    models = resolve_models([spec])
+    if len(models) != 1:
+        raise XltError(f"{spec} holds {len(models)} models ({', '.join(m.name for m in models)})",
+                       "give one model: a method folder inside the run (e.g. RUN/overlap)")
+    model, tok = models[0].loader()
+    return model.eval(), tok, models[0].name
+
+
 def conditioning(tok, target: str, condition: str) -> tuple[str, str | None]:
     """``("tag", "<2sw>")`` or ``("instruction", None)``; ``tag`` without the token in the vocabulary is refused."""
     from xlt.data.builders.tag import tag_of
@@ -138,8 +150,7 @@ class Generate:
     command = "xlt generate"
 
     def records(self, ctx, o: GenerateOptions) -> Iterator[dict]:
-        from xlt.data.builders.backtranslate import _load
-        from xlt.infer.generate import generate_pool
+        from xlt.infer.decode import generate_pool
         from xlt.infer.pool import parse_pool
         from xlt.languages import resolve
 
@@ -154,7 +165,7 @@ class Generate:
         utility = o.utility or ("e5" if o.select == "xmbr" else "chrf")
         lid = self._lid(o, tgt)
         prompts = read_prompts(o.prompts, src.code, tgt.code, o.split, o.n)
-        model, tok, name = _load(o.model)
+        model, tok, name = load_generator(o.model)
         mode, tag = conditioning(tok, tgt.code, o.condition)
         embedder = None
         if utility == "e5" and (evid or o.select != "greedy"):
@@ -212,7 +223,7 @@ class Generate:
     @staticmethod
     def _evidence_pool(model, tok, chunk, lang, src, o, pool, seed) -> list[list[str]]:
         """The pool generated for each prompt in evidence language ``lang`` (X-MBR)."""
-        from xlt.infer.generate import generate_pool
+        from xlt.infer.decode import generate_pool
 
         mode, tag = conditioning(tok, lang.code, "auto" if o.condition == "auto" else o.condition)
         texts = [render_prompt(tok, p, src.name, lang.name, mode, tag) for p in chunk]

@@ -5,7 +5,7 @@ mixed with real parallel pairs.
 - **Reverse model**: a causal LM (a packaged name such as ``smollm2``, an HF folder, or an ``xlt adapt`` method
   folder) prompted few-shot: ``shots`` demonstrations from the parallel ``demo_split``, each
   ``"{Mono}: {text}\\n{Src}: {translation}\\n\\n"``, then ``"{Mono}: {text}\\n{Src}:"``; greedy decoding by
-  :func:`xlt.infer.generate.generate_pool`, cut at the first newline.
+  :func:`xlt.infer.decode.generate_pool`, cut at the first newline.
 - **Filters** (``filter``, comma-separated, applied in this order, each counted in the manifest):
   ``len[=R]`` drops a pair whose character-length ratio (longer / shorter) exceeds R (default 2.0);
   ``lid`` drops a translation py3langid does not label as the source language; ``cos[=T]`` drops a pair whose
@@ -127,7 +127,9 @@ class Backtranslate:
         if o.shots and len(demos) < o.shots:
             raise XltError(f"only {len(demos)} parallel {mono.code}-{src.code} pairs outside the monolingual text, "
                            f"{o.shots} demonstrations asked", "lower --shots or --n")
-        model, tok, name = _load(o.model)
+        from xlt.infer.run import load_generator
+
+        model, tok, name = load_generator(o.model)
         embed = _embedder(o.e5) if any(f.name == "cos" for f in filters) else None
         gen = {"model": name, "shots": o.shots, "decoding": "greedy", "max_new_tokens": o.max_new_tokens,
                "prompt": few_shot_prompt([], "{text}", mono.name, src.name)}
@@ -208,18 +210,6 @@ def _toy_tokenizer(corpus: Path):
                                    unk_token="<|endoftext|>", pad_token="<|im_end|>")
 
 
-def _load(spec: str):
-    """``(model, tokenizer, portable name)`` of one generator: a packaged name, an HF folder or a method folder."""
-    from xlt.eval.evaluate import resolve_models
-
-    models = resolve_models([spec])
-    if len(models) != 1:
-        raise XltError(f"{spec} holds {len(models)} models ({', '.join(m.name for m in models)})",
-                       "give one model: a method folder inside the run (e.g. RUN/overlap)")
-    model, tok = models[0].loader()
-    return model.eval(), tok, models[0].name
-
-
 def _embedder(spec: str):
     from xlt.infer.embed import E5Embedder
 
@@ -235,7 +225,7 @@ def _cosines(embed, a: list[str], b: list[str]) -> list[float]:
 
 
 def _translate(model, tok, prompts: list[str], o: BacktranslateOptions, seed: int) -> list[str]:
-    from xlt.infer.generate import generate_pool
+    from xlt.infer.decode import generate_pool
     from xlt.infer.pool import parse_pool
 
     newline = tok("\n", add_special_tokens=False)["input_ids"]

@@ -1,4 +1,4 @@
-"""Hedged sampling pools (xlt.infer.pool) and their batched KV-cache decode loop (xlt.infer.generate).
+"""Hedged sampling pools (xlt.infer.pool) and their batched KV-cache decode loop (xlt.infer.decode).
 
 Tiny random models of several families: the greedy row equals ``model.generate(do_sample=False)``; candidates depend
 only on (seed, prompt index, member, sample), not on the batch size or the batch's other prompts; a sampled row
@@ -14,7 +14,7 @@ import torch
 
 from xlt.errors import XltError
 from xlt.eval.bpb import first_token_ids
-from xlt.infer.generate import (Candidate, encode_prompts, generate_greedy, generate_pool, length_buckets,
+from xlt.infer.decode import (Candidate, encode_prompts, generate_greedy, generate_pool, length_buckets,
                                 stop_token_ids)
 from xlt.infer.pool import Pool, PoolMember, parse_pool
 from xlt.models import tiny_model
