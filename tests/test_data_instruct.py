@@ -64,7 +64,7 @@ def test_language_shares_match_temperature_sampling(unequal, tmp_path, temp):
 
     t = _texts(unequal)
     n = {x: sum(k in t["eng"] for k in t[x]) for x in SIZES}  # usable documents: with a pivot translation
-    assert n["swh"] > 3 * n["fra"] > 9 * n["deu"] / 2
+    assert n["swh"] > 2 * n["fra"] > 4 * n["deu"]  # clearly unequal sizes, so the temperature matters
     recs, man = _build(unequal, tmp_path, balance_temp=temp, n_records=2000, modes=["x2pivot"],
                        templates=["translation"])
     assert len(recs) == 2000

@@ -34,6 +34,17 @@ class _MonoOrTagged(Corpus):
     def __init__(self, lang: str | Language | None):
         self.default_lang = None if lang is None else (lang if isinstance(lang, Language) else resolve(lang))
         self._docs: dict[Language, list[Document]] | None = None
+        #: True when the records carry their own keys (ids): then a document and its translation, which share the
+        #: key, are split together (by a hash of the key); otherwise by a hash of the text
+        self.keyed = False
+
+    split_rule = ("stable hash of the record id when records have ids (a text and its translation share the split), "
+                  "else of the document text (5% dev, 5% test)")
+
+    def split_of(self, doc: Document) -> str:
+        from xlt.corpora.base import hash_split
+
+        return hash_split(f"key:{doc.key}") if self.keyed else hash_split(doc.text)
 
     @abstractmethod
     def _load(self) -> dict[Language, list[Document]]:
@@ -130,6 +141,7 @@ class JsonlCorpus(_MonoOrTagged):
             text = " ".join(str(rec[self.text_field]).split())
             if text:
                 lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
+                self.keyed = self.keyed or self.key_field in rec
                 out.setdefault(lang, []).append(Document(str(rec.get(self.key_field, i)), text))
         if not out:
             raise XltError(f"corpus file {self.path} has no non-empty {self.text_field!r} values", "give a file with text")
@@ -168,6 +180,7 @@ class HFDatasetCorpus(_MonoOrTagged):
         out: dict[Language, list[Document]] = {}
         has_lang = self.lang_field in ds.column_names
         has_key = self.key_field in ds.column_names
+        self.keyed = has_key
         for i, rec in enumerate(ds):
             text = " ".join(str(rec[self.text_field] or "").split())
             if text:

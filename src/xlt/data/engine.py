@@ -196,13 +196,17 @@ def run_entry(entry: Any, builder: str, opts: Any, out: str | os.PathLike, *, se
                        workdir=tmp if folder else None)
     try:
         tmp_data = tmp / "data.jsonl"
-        with open(tmp_data, "w", encoding="utf-8", newline="\n") as fh:
+        from tqdm.auto import tqdm
+
+        with open(tmp_data, "w", encoding="utf-8", newline="\n") as fh, \
+                tqdm(desc=builder, unit=" records", disable=not show_progress, mininterval=1.0) as bar:
             ctx._on_chunk = fh.flush
             for rec in entry.records(ctx, opts):
                 check_record(rec, builder, ctx.written)
                 rec = {"builder": builder, **{k: v for k, v in rec.items() if k != "builder"}}
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 ctx.written += 1
+                bar.update(1)
             ctx._on_chunk = None
         if ctx.written == 0:
             dropped = {k: c.dropped for k, c in ctx.filters.items() if c.dropped}
