@@ -130,3 +130,13 @@ def test_cli_command_made_from_the_options(lines, tmp_path):
 
 def test_command_line_lists_are_comma_separated():
     assert command_line("b", {"langs": ["sw", "fr"]}, "o.jsonl", 1) == "xlt data b --langs sw,fr --seed 1 --out o.jsonl"
+
+
+def test_folder_output_has_ordinary_permissions(lines, tmp_path):
+    import os
+    import stat
+
+    run_builder("_lines", tmp_path / "folder", path=lines)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask

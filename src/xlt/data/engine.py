@@ -192,6 +192,9 @@ def run_entry(entry: Any, builder: str, opts: Any, out: str | os.PathLike, *, se
         raise XltError(f"output {final} already exists", "pass --overwrite to replace it, or choose another --out")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; a folder output is an ordinary folder
     ctx = BuildContext(builder, seed=seed, chunk_size=chunk_size, show_progress=show_progress,
                        workdir=tmp if folder else None)
     try:
