@@ -203,3 +203,28 @@ def machine_info(packages: tuple[str, ...] = ("torch", "transformers", "tokenize
     return {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))
             if hasattr(os, "sched_getaffinity") else None, "memory_gib": mem, "os": platform.platform(),
             "python": platform.python_version(), "xlt": xlt.__version__, "versions": versions}
+
+
+def iter_jsonl(path: str | os.PathLike, what: str = "JSONL") -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for each non-empty line of a JSON-lines file, read lazily; one clear
+    :class:`~xlt.errors.XltError` for a missing file, invalid JSON or a line that is not an object (``what`` names the
+    file's role in the messages)."""
+    from xlt.errors import XltError
+
+    path = Path(path)
+    if not path.is_file():
+        raise XltError(f"{what} file {path} does not exist", f"give the JSON-lines file of {what}")
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise XltError(f"{path.name} line {n} is not valid JSON ({e.msg})", "fix or remove that line") from None
+            except UnicodeDecodeError:
+                raise XltError(f"{path.name} is not UTF-8 (line {n})", "convert it to UTF-8") from None
+            if not isinstance(rec, dict):
+                raise XltError(f"{path.name} line {n} is a JSON {type(rec).__name__}, not an object",
+                               f"each line of the {what} file is one JSON object")
+            yield n, rec

@@ -21,7 +21,6 @@ candidate per prompt by greedy, MBR or X-MBR, and report off-target rate and chr
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,21 +73,15 @@ def read_prompts(spec: str, source: str, target: str, split: str, n: int | None)
 
 
 def _read_jsonl_prompts(path: Path) -> list[Prompt]:
-    if not path.is_file():
-        raise XltError(f"prompts file {path} does not exist", "give a JSONL of {\"id\", \"text\"} records or a corpus such as bible")
+    from xlt.util import iter_jsonl
+
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise XltError(f"{path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text", rec.get("prompt")), str):
-                raise XltError(f"{path} line {i} has no 'text' or 'prompt' string", "give each record text (to translate) or prompt (verbatim)")
-            key = str(rec.get("id", rec.get("key", i)))
-            out.append(Prompt(key, rec.get("text"), rec.get("prompt") if "text" not in rec else None, rec.get("ref")))
+    for i, rec in iter_jsonl(path, "prompts"):
+        if not isinstance(rec.get("text", rec.get("prompt")), str):
+            raise XltError(f"{path.name} line {i} has no 'text' or 'prompt' string",
+                           "give each record text (to translate) or prompt (verbatim)")
+        key = str(rec.get("id", rec.get("key", i)))
+        out.append(Prompt(key, rec.get("text"), rec.get("prompt") if "text" not in rec else None, rec.get("ref")))
     if not out:
         raise XltError(f"prompts file {path} is empty", "give at least one record")
     return out

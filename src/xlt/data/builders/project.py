@@ -367,21 +367,13 @@ class LMScorer:
 
 # -- input files ------------------------------------------------------------------------------------------------------
 def _jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
-    path = Path(path)
-    if not path.is_file():
-        raise XltError(f"{what} file {path} does not exist", f"give the JSONL file of {what}")
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise XltError(f"{path.name} line {n} is not valid JSON ({e.msg})", "fix or remove that line") from None
-            if not isinstance(rec, dict) or "id" not in rec:
-                raise XltError(f"{path.name} line {n} has no 'id'", f"each line of the {what} file is an object "
-                               "with the sentence's corpus key under 'id'")
-            yield n, rec
+    from xlt.util import iter_jsonl
+
+    for n, rec in iter_jsonl(path, what):
+        if "id" not in rec:
+            raise XltError(f"{Path(path).name} line {n} has no 'id'", f"each line of the {what} file is an object "
+                           "with the sentence's corpus key under 'id'")
+        yield n, rec
 
 
 def read_annotated(path: str | Path) -> Iterator[dict]:
