@@ -47,6 +47,8 @@ $(BIN)/.ref: $(BIN)/.installed
 	@# tuned-lens 0.2.0, for tests/test_analyze_lens.py (our lenses against its LogitLens/TunedLens); --no-deps: its
 	@# wandb/torchdata pins are not needed for the two classes
 	$(BIN)/pip install -q --no-deps tuned-lens==0.2.0
+	@# fastchrf, a second reference in bench/generate.py (MBR chrF)
+	$(BIN)/pip install -q fastchrf==0.2.1
 	touch $@
 
 ref: $(BIN)/.ref

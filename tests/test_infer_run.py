@@ -129,3 +129,17 @@ def test_read_prompts_from_jsonl_errors(tmp_path):
     p.write_text('{"id": 1, "prompt": "Once upon"}\n')
     (r,) = read_prompts(str(p), "eng", "swh", "test", None)
     assert r.prompt == "Once upon" and r.text is None
+
+
+def test_chat_prompts_are_not_given_a_second_start_token(tiny_gen):
+    from transformers import AutoTokenizer
+
+    from xlt.eval.bpb import first_token_ids
+    from xlt.infer.run import encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_gen)
+    plain = encode_prompt(tok, "hello there")
+    assert plain[: len(first_token_ids(tok))] == first_token_ids(tok)
+    chat = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    ids = encode_prompt(tok, chat)
+    assert ids == tok(chat, add_special_tokens=False)["input_ids"] and ids[0] == tok.convert_tokens_to_ids("<|im_start|>")

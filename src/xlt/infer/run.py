@@ -126,6 +126,16 @@ def render_prompt(tok, p: Prompt, src_name: str, tgt_name: str, mode: str, tag: 
     return text
 
 
+def encode_prompt(tok, text: str) -> list[int]:
+    """Token ids of a rendered prompt: chat-template text as it is (it carries its own start tokens), other text
+    after the model's start tokens as the evaluation adds them (:func:`xlt.eval.bpb.first_token_ids`)."""
+    from xlt.eval.bpb import first_token_ids
+
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    specials = set(getattr(tok, "all_special_ids", []))
+    return ids if ids and ids[0] in specials else first_token_ids(tok) + ids
+
+
 def stop_ids(tok) -> list[int]:
     nl = tok("\n", add_special_tokens=False)["input_ids"]
     return [t for t in {tok.eos_token_id, *getattr(tok, "additional_stop_ids", [])} if t is not None] + (nl if len(nl) == 1 else [])
@@ -171,7 +181,8 @@ class Generate:
         refs: list[str | None] = []
         for chunk in ctx.chunks(prompts):
             texts = [render_prompt(tok, p, src.name, tgt.name, mode, tag) for p in chunk]
-            cands = generate_pool(model, tok, texts, pool, max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
+            cands = generate_pool(model, tok, [encode_prompt(tok, t) for t in texts], pool,
+                                  max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
                                   seed=ctx.seed, eos_token_ids=stop_ids(tok), progress=ctx.show_progress,
                                   prompt_keys=[p.key for p in chunk])
             evidence = {l.code: self._evidence_pool(model, tok, chunk, l, src, o, pool, ctx.seed) for l in evid}
@@ -220,7 +231,8 @@ class Generate:
 
         mode, tag = conditioning(tok, lang.code, "auto" if o.condition == "auto" else o.condition)
         texts = [render_prompt(tok, p, src.name, lang.name, mode, tag) for p in chunk]
-        cands = generate_pool(model, tok, texts, pool, max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
+        cands = generate_pool(model, tok, [encode_prompt(tok, t) for t in texts], pool,
+                              max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
                               seed=seed, eos_token_ids=stop_ids(tok), prompt_keys=[f"{p.key}/{lang.code}" for p in chunk])
         return [[first_line(c.text) for c in cs] for cs in cands]
 
