@@ -140,3 +140,21 @@ def test_folder_output_has_ordinary_permissions(lines, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask
+
+
+def test_jsonl_corpus_streams_and_splits_pairs_together(tmp_path):
+    from xlt.data.toy import toy_parallel
+
+    p = tmp_path / "toy.jsonl"
+    toy_parallel(p, ("eng", "swh"), n=200)
+    corpus = open_corpus(f"jsonl:{p}")
+    it = corpus.iter_documents("swh", "train")
+    first = next(it)
+    assert corpus._docs is None, "streaming must not load the documents"
+    assert corpus.keyed and first.key
+    streamed = [first] + list(it)
+    loaded = open_corpus(f"jsonl:{p}").documents("swh", "train")
+    assert streamed == loaded
+    pairs = corpus.parallel("eng", "swh", "train")
+    assert len(pairs) == len(loaded), "a verse and its translation are in the same split"
+    assert sum(len(corpus.parallel("eng", "swh", s)) for s in ("train", "dev", "test")) == 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from abc import abstractmethod
 from pathlib import Path
 from typing import Iterator
 
@@ -46,9 +45,27 @@ class _MonoOrTagged(Corpus):
 
         return hash_split(f"key:{doc.key}") if self.keyed else hash_split(doc.text)
 
-    @abstractmethod
+    def _records(self) -> Iterator[tuple[Language, Document, bool]]:
+        """``(language, document, whether the record has its own key)`` for every non-empty record, in order,
+        read lazily (JSONL and HF datasets; text files override :meth:`_load` instead)."""
+        raise NotImplementedError
+
+    def _empty_error(self) -> XltError:
+        return XltError("the corpus has no text", "give a corpus with text")
+
+    def _check_path(self) -> None:
+        """Raise the one clear error for a missing input before streaming starts."""
+
     def _load(self) -> dict[Language, list[Document]]:
         """Read every document, grouped by language."""
+        self._check_path()
+        out: dict[Language, list[Document]] = {}
+        for lang, doc, keyed in self._records():
+            self.keyed = self.keyed or keyed
+            out.setdefault(lang, []).append(doc)
+        if not out:
+            raise self._empty_error()
+        return out
 
     def _all(self) -> dict[Language, list[Document]]:
         if self._docs is None:
@@ -56,7 +73,31 @@ class _MonoOrTagged(Corpus):
         return self._docs
 
     def languages(self) -> list[Language]:
-        return list(self._all())
+        """The languages, in order of first appearance; without loading the documents (one streaming pass that
+        also learns whether records carry keys)."""
+        if self._docs is not None:
+            return list(self._docs)
+        if getattr(self, "_langs", None) is None:
+            self._check_path()
+            langs: dict[Language, None] = {}
+            keyed = False
+            for lang, _, k in self._records():
+                langs[lang] = None
+                keyed = keyed or k
+            if not langs:
+                raise self._empty_error()
+            self._langs, self.keyed = list(langs), keyed
+        return list(self._langs)
+
+    def _iter_documents(self, lang: Language) -> Iterator[Document]:
+        """``lang``'s documents streamed from the file (or from memory once loaded)."""
+        if self._docs is not None:
+            yield from self._docs.get(lang, [])
+            return
+        self.languages()  # learns whether records are keyed before the first split is computed
+        for l, doc, _ in self._records():
+            if l == lang:
+                yield doc
 
     def _documents(self, lang: Language) -> list[Document]:
         return self._all().get(lang, [])
@@ -124,28 +165,36 @@ class JsonlCorpus(_MonoOrTagged):
         self.name = f"jsonl:{self.path.name}"
         self.text_field, self.lang_field, self.key_field = text_field, lang_field, key_field
 
-    def _load(self) -> dict[Language, list[Document]]:
-        out: dict[Language, list[Document]] = {}
-        for i, line in enumerate(read_utf8(self.path).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise XltError(f"{self.path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
-            if not isinstance(rec, dict) or self.text_field not in rec:
-                raise XltError(
-                    f"{self.path} line {i} has no field {self.text_field!r}",
-                    f"name the text field with jsonl:{self.path}#FIELD (fields here: {sorted(rec) if isinstance(rec, dict) else 'none'})",
-                )
-            text = " ".join(str(rec[self.text_field]).split())
-            if text:
-                lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
-                self.keyed = self.keyed or self.key_field in rec
-                out.setdefault(lang, []).append(Document(str(rec.get(self.key_field, i)), text))
-        if not out:
-            raise XltError(f"corpus file {self.path} has no non-empty {self.text_field!r} values", "give a file with text")
-        return out
+    def _records(self) -> Iterator[tuple[Language, Document, bool]]:
+        """``(language, document, has its own key)`` per non-empty record, line by line."""
+        with open(self.path, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    read_utf8(self.path)  # raises the error naming the byte, line and offset
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise XltError(f"{self.path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
+                if not isinstance(rec, dict) or self.text_field not in rec:
+                    raise XltError(
+                        f"{self.path} line {i} has no field {self.text_field!r}",
+                        f"name the text field with jsonl:{self.path}#FIELD (fields here: {sorted(rec) if isinstance(rec, dict) else 'none'})",
+                    )
+                text = " ".join(str(rec[self.text_field]).split())
+                if text:
+                    lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
+                    yield lang, Document(str(rec.get(self.key_field, i)), text), self.key_field in rec
+
+    def _check_path(self) -> None:
+        if not self.path.is_file():
+            read_utf8(self.path)  # the one clear error for a missing file
+
+    def _empty_error(self) -> XltError:
+        return XltError(f"corpus file {self.path} has no non-empty {self.text_field!r} values", "give a file with text")
 
 
 class HFDatasetCorpus(_MonoOrTagged):
@@ -158,13 +207,29 @@ class HFDatasetCorpus(_MonoOrTagged):
         self.name = f"hf:{self.path.name}"
         self.text_field, self.lang_field, self.key_field, self.hf_split = text_field, lang_field, key_field, split
 
-    def _load(self) -> dict[Language, list[Document]]:
+    def _records(self) -> Iterator[tuple[Language, Document, bool]]:
+        ds = self._dataset()
+        has_lang = self.lang_field in ds.column_names
+        has_key = self.key_field in ds.column_names
+        for i, rec in enumerate(ds):
+            text = " ".join(str(rec[self.text_field] or "").split())
+            if text:
+                lang = self._lang_of(rec[self.lang_field] if has_lang else None, f"{self.path} row {i}")
+                yield lang, Document(str(rec[self.key_field]) if has_key else str(i), text), has_key
+
+    def _check_path(self) -> None:
+        if not self.path.exists():
+            raise XltError(f"dataset folder {self.path} does not exist", "check the path given to --corpus hf:PATH")
+
+    def _empty_error(self) -> XltError:
+        return XltError(f"dataset {self.path} has no non-empty {self.text_field!r} values", "give a dataset with text")
+
+    def _dataset(self):
         try:
             import datasets
         except ImportError:
             raise XltError("HF dataset corpora need the 'datasets' package", "pip install 'xlt[hf]'") from None
-        if not self.path.exists():
-            raise XltError(f"dataset folder {self.path} does not exist", "check the path given to --corpus hf:PATH")
+        self._check_path()
         try:
             ds = datasets.load_from_disk(str(self.path))
         except Exception as e:  # datasets raises many types for a wrong folder
@@ -177,15 +242,4 @@ class HFDatasetCorpus(_MonoOrTagged):
         if self.text_field not in ds.column_names:
             raise XltError(f"dataset {self.path} has no column {self.text_field!r}",
                            f"name the text column with hf:{self.path}#COLUMN (columns: {ds.column_names})")
-        out: dict[Language, list[Document]] = {}
-        has_lang = self.lang_field in ds.column_names
-        has_key = self.key_field in ds.column_names
-        self.keyed = has_key
-        for i, rec in enumerate(ds):
-            text = " ".join(str(rec[self.text_field] or "").split())
-            if text:
-                lang = self._lang_of(rec[self.lang_field] if has_lang else None, f"{self.path} row {i}")
-                out.setdefault(lang, []).append(Document(str(rec[self.key_field]) if has_key else str(i), text))
-        if not out:
-            raise XltError(f"dataset {self.path} has no non-empty {self.text_field!r} values", "give a dataset with text")
-        return out
+        return ds
