@@ -434,3 +434,13 @@ def test_bible_kept_pairs_score_higher_chrf_than_dropped(tmp_path):
           f"mean chrF {np.mean(kept):.2f}; dropped {len(dropped)} mean chrF {np.mean(dropped):.2f} {by}; "
           f"Mann-Whitney p (kept > dropped) = {p:.3f}")
     assert np.mean(kept) > np.mean(dropped)
+
+
+def test_shared_prefix_is_the_demonstrations_for_any_chunk():
+    from xlt.data.builders.backtranslate import shared_prefix
+
+    demos = [("Hapo mwanzo.", "In the beginning."), ("Mungu.", "God.")]
+    prompts = [few_shot_prompt(demos, t, "Swahili", "English") for t in ("Nuru.", "Maji na nchi.")]
+    want = few_shot_prompt(demos, "", "Swahili", "English")[: -len("Swahili: \nEnglish:")]
+    assert shared_prefix(prompts) == shared_prefix(prompts[1:]) == want
+    assert shared_prefix([few_shot_prompt([], "x", "A", "B")]) == ""

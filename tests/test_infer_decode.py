@@ -253,3 +253,23 @@ def test_training_mode_is_restored(source_tokenizer):
     assert model.training
     assert out == generate_greedy(model.eval(), source_tokenizer, PROMPTS[:2], max_new_tokens=4, eos_token_ids=[])
     assert all(math.isfinite(c.sum_logprob) for c in out)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "gpt2"])
+def test_shared_prefix_is_the_same_as_prefix_plus_prompt(arch, source_tokenizer):
+    """A prefix run once and copied to every row gives the candidates of the full prompts (same tokens, same
+    log-probabilities to float noise), whatever the batch size."""
+    model = _model(arch, source_tokenizer, seed=2)
+    prefix = encode_prompts(source_tokenizer, ["Ka li mu na to we. Po de ban kor."])[0]
+    suffixes = [source_tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    full = generate_pool(model, source_tokenizer, [prefix + s for s in suffixes], POOL, max_new_tokens=6,
+                         batch_size=3, eos_token_ids=[], seed=5)
+    for bs in (1, 4):
+        shared = generate_pool(model, source_tokenizer, suffixes, POOL, max_new_tokens=6, batch_size=bs,
+                               eos_token_ids=[], seed=5, prefix=prefix)
+        for a, b in zip(full, shared):
+            assert [c.token_ids for c in a] == [c.token_ids for c in b]
+            assert max(abs(x.sum_logprob - y.sum_logprob) for x, y in zip(a, b)) < 1e-4
+    greedy = generate_pool(model, source_tokenizer, suffixes[:2], "greedy", max_new_tokens=6, eos_token_ids=[],
+                           prefix=prefix)
+    assert list(greedy[1][0].token_ids) == _reference_greedy(model, prefix + suffixes[1], 6)

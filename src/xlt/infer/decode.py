@@ -163,9 +163,27 @@ def _new_cache(model):
     return DynamicCache(config=model.config)
 
 
-def _prefill(forward: _Forward, model, ids: list[list[int]], pad_id: int, device):
+@dataclass
+class _Prefix:
+    """A prompt prefix shared by every prompt (few-shot demonstrations), run through the model once."""
+
+    ids: list[int]
+    cache: object
+
+
+def _prefix(forward: _Forward, model, ids: list[int], device) -> _Prefix:
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    cache = _new_cache(model)
+    forward(x, torch.ones_like(x), torch.arange(len(ids), device=device)[None], cache)
+    return _Prefix(ids, cache)
+
+
+def _prefill(forward: _Forward, model, ids: list[list[int]], pad_id: int, device, prefix: _Prefix | None = None):
     """The left-padded prompts through the model once: last logits [B, V], the cache, the attention mask and the
-    next positions [B, 1]."""
+    next positions [B, 1]. With ``prefix``, the prompts continue its cache (copied to every row): the rows are
+    ``prefix, padding, prompt``, the padding masked and the positions counted over real tokens only."""
+    import copy
+
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -173,20 +191,28 @@ def _prefill(forward: _Forward, model, ids: list[list[int]], pad_id: int, device
         input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
         mask[i, width - len(x):] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = _new_cache(model)
-    logits = forward(input_ids, mask, positions, cache)
-    return logits, cache, mask, positions[:, -1:] + 1
+    if prefix is None:
+        cache = _new_cache(model)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        logits = forward(input_ids, mask, positions, cache)
+        return logits, cache, mask, positions[:, -1:] + 1
+    cache = copy.deepcopy(prefix.cache)
+    cache.batch_repeat_interleave(len(ids))
+    n = len(prefix.ids)
+    positions = (n + mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    full = torch.cat([mask.new_ones((len(ids), n)), mask], dim=1)
+    logits = forward(input_ids, full, positions, cache)
+    return logits, cache, full, positions[:, -1:] + 1
 
 
 def _decode_batch(forward: _Forward, model, ids: list[list[int]], prompt_keys: list[int | str], pool: Pool,
                   max_new_tokens: int, seed: int, stops: list[int], pad_id: int,
-                  device) -> tuple[torch.Tensor, torch.Tensor]:
+                  device, prefix: _Prefix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The generated tokens [B · pool.size, max_new_tokens] of one batch of prompts (-1 after a row's stop token,
     which is kept) and each row's summed log-probability [B · pool.size]; rows are prompt-major, in pool order."""
     rows = pool.rows()
     n = len(rows)
-    logits, cache, mask, positions = _prefill(forward, model, ids, pad_id, device)
+    logits, cache, mask, positions = _prefill(forward, model, ids, pad_id, device, prefix)
     cache.batch_repeat_interleave(n)
     logits = logits.repeat_interleave(n, 0)
     mask = mask.repeat_interleave(n, 0)
@@ -258,16 +284,25 @@ def _check_args(max_new_tokens: int, batch_size: int) -> None:
 def generate_pool(model, tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]], pool: Pool | str,
                   max_new_tokens: int = 48, batch_size: int = 16, seed: int = 0,
                   eos_token_ids: int | Iterable[int] | None = None, progress: bool = False,
-                  prompt_keys: Sequence[int | str] | None = None) -> list[list[Candidate]]:
+                  prompt_keys: Sequence[int | str] | None = None,
+                  prefix: str | Sequence[int] | None = None) -> list[list[Candidate]]:
     """For every prompt, one :class:`Candidate` per row of ``pool`` (in :meth:`Pool.rows` order), in input order.
 
     ``batch_size`` counts prompts per prefill; each decode step runs ``batch_size · pool.size`` rows at most.
     ``eos_token_ids``: the tokens that end a row (default: the tokenizer's and the model's EOS; ``[]``: none).
     ``prompt_keys``: one key per prompt (e.g. the record's id) that seeds its samples in place of its index, so
     splitting or reordering the input does not change a prompt's candidates.
+    ``prefix``: text (or ids) every prompt starts with, e.g. few-shot demonstrations: it is run through the model
+    once and its cache copied to every row, so its cost is paid once, not once per prompt. The model then reads
+    the prefix's tokens (with the start tokens) followed by each prompt's tokens (tokenised on their own, without
+    start tokens); a text split there tokenises as the two parts do.
     ``tokenizer`` may be ``None`` for pre-tokenised prompts; the candidates' text is then empty."""
     pool = parse_pool(pool)
     _check_args(max_new_tokens, batch_size)
+    if prefix is not None:
+        (prefix_ids,) = encode_prompts(tokenizer, [prefix])
+        prompts = [[int(t) for t in p] if not isinstance(p, str) else
+                   list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     ids = encode_prompts(tokenizer, prompts)
     keys = list(range(len(ids))) if prompt_keys is None else list(prompt_keys)
     if len(keys) != len(ids):
@@ -277,6 +312,7 @@ def generate_pool(model, tokenizer, prompts: Sequence[str] | Sequence[Sequence[i
     device = next(model.parameters()).device
     forward = _Forward(model)
     results: list[list[Candidate] | None] = [None] * len(ids)
+    shared = None
 
     from tqdm.auto import tqdm
 
@@ -284,9 +320,11 @@ def generate_pool(model, tokenizer, prompts: Sequence[str] | Sequence[Sequence[i
     model.eval()
     try:
         with torch.no_grad(), tqdm(total=len(ids), desc="generate", disable=not progress) as bar:
+            if prefix is not None:
+                shared = _prefix(forward, model, prefix_ids, device)
             for batch in length_buckets([len(x) for x in ids], batch_size):
                 tokens, logprobs = _decode_batch(forward, model, [ids[i] for i in batch], [keys[i] for i in batch],
-                                                 pool, max_new_tokens, seed, stops, pad_id, device)
+                                                 pool, max_new_tokens, seed, stops, pad_id, device, shared)
                 tokens, logprobs = tokens.tolist(), logprobs.tolist()
                 n = pool.size
                 for j, i in enumerate(batch):

@@ -231,6 +231,18 @@ def _translate(model, tok, prompts: list[str], o: BacktranslateOptions, seed: in
 
     newline = tok("\n", add_special_tokens=False)["input_ids"]
     eos = [t for t in (tok.eos_token_id,) if t is not None] + (newline if len(newline) == 1 else [])
-    cands = generate_pool(model, tok, prompts, parse_pool("greedy"), max_new_tokens=o.max_new_tokens,
-                          batch_size=o.batch_size, seed=seed, eos_token_ids=eos)
+    prefix = shared_prefix(prompts)
+    cands = generate_pool(model, tok, [p[len(prefix):] for p in prompts] if prefix else prompts, parse_pool("greedy"),
+                          max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, seed=seed, eos_token_ids=eos,
+                          prefix=prefix or None)
     return [first_line(c[0].text) for c in cands]
+
+
+def shared_prefix(prompts: list[str]) -> str:
+    """The demonstrations every prompt starts with (up to the last blank line they share; "" without one): run
+    once and shared by every prompt's decoding. The same for any chunk of prompts built from the same demos."""
+    import os
+
+    common = os.path.commonprefix(prompts) if prompts else ""
+    cut = common.rfind("\n\n")
+    return common[: cut + 2] if cut >= 0 else ""
