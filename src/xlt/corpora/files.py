@@ -27,6 +27,19 @@ def read_utf8(path: str | Path) -> str:
         ) from None
 
 
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 file, read lazily, with :func:`read_utf8`'s errors (missing file; the byte,
+    line and offset that is not UTF-8)."""
+    if not Path(path).is_file():
+        read_utf8(path)
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            try:
+                yield i, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                read_utf8(path)
+
+
 class _MonoOrTagged(Corpus):
     """Shared logic: documents carry a language; untagged documents belong to ``lang``."""
 
@@ -139,17 +152,10 @@ class TextCorpus(_MonoOrTagged):
         if self._docs is not None:
             yield from self._documents(lang)
             return
-        if not self.path.is_file():
-            read_utf8(self.path)  # the one clear error for a missing file
-        with open(self.path, "rb") as fh:
-            for i, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    read_utf8(self.path)  # raises the error naming the byte, line and offset
-                text = " ".join(line.split())
-                if text:
-                    yield Document(f"{i}", text)
+        for i, line in utf8_lines(self.path):
+            text = " ".join(line.split())
+            if text:
+                yield Document(f"{i}", text)
 
 
 class JsonlCorpus(_MonoOrTagged):
@@ -167,27 +173,22 @@ class JsonlCorpus(_MonoOrTagged):
 
     def _records(self) -> Iterator[tuple[Language, Document, bool]]:
         """``(language, document, has its own key)`` per non-empty record, line by line."""
-        with open(self.path, "rb") as fh:
-            for i, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    read_utf8(self.path)  # raises the error naming the byte, line and offset
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise XltError(f"{self.path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
-                if not isinstance(rec, dict) or self.text_field not in rec:
-                    raise XltError(
-                        f"{self.path} line {i} has no field {self.text_field!r}",
-                        f"name the text field with jsonl:{self.path}#FIELD (fields here: {sorted(rec) if isinstance(rec, dict) else 'none'})",
-                    )
-                text = " ".join(str(rec[self.text_field]).split())
-                if text:
-                    lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
-                    yield lang, Document(str(rec.get(self.key_field, i)), text), self.key_field in rec
+        for i, line in utf8_lines(self.path):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise XltError(f"{self.path} line {i} is not valid JSON ({e.msg})", "fix or remove that line") from None
+            if not isinstance(rec, dict) or self.text_field not in rec:
+                raise XltError(
+                    f"{self.path} line {i} has no field {self.text_field!r}",
+                    f"name the text field with jsonl:{self.path}#FIELD (fields here: {sorted(rec) if isinstance(rec, dict) else 'none'})",
+                )
+            text = " ".join(str(rec[self.text_field]).split())
+            if text:
+                lang = self._lang_of(rec.get(self.lang_field), f"{self.path} line {i}")
+                yield lang, Document(str(rec.get(self.key_field, i)), text), self.key_field in rec
 
     def _check_path(self) -> None:
         if not self.path.is_file():
