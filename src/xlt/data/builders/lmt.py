@@ -30,9 +30,9 @@ be neither the pivot nor in ``--langs``, or its line would give away a target); 
 direction, the corpus language (other than source and target) closest to the *target* language by URIEL+ distance
 (``--pmp-distance``, default ``featural``: the angular distance of URIEL+'s typological feature vectors, union
 aggregation over sources, shared known features only, as ``urielplus.URIELPlus().new_distance`` computes it; here
-read from the package's bundled arrays without importing it). If that language lacks the key, the next closest
-one that has it is used; a record for which no candidate has the key is dropped (filter ``pmp_aux``). The paper's
-exact PMP template was not published.
+by :mod:`xlt.predict.distances` from the package's bundled arrays without importing it). If that language lacks the
+key, the next closest one that has it is used; a record for which no candidate has the key is dropped (filter
+``pmp_aux``). The paper's exact PMP template was not published.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
@@ -49,17 +48,13 @@ import numpy as np
 from xlt.data.registry import register_builder
 from xlt.errors import XltError
 from xlt.options import non_negative, option
+from xlt.predict.distances import SOURCES
 
 #: LMT's translation instruction (NiuTrans/LMT ``src/utils.py``, ``en_trans_prompt``)
 LMT_TEMPLATE = "Translate the following text from {src_lang} into {tgt_lang}:\n{src_lang}: {src_text}\n{tgt_lang}:"
-#: URIEL+ distance kinds computable from the bundled arrays: kind -> (file, feature-name prefix or None for all)
-DISTANCE_KINDS = {
-    "featural": ("features.npz", None),
-    "syntactic": ("features.npz", "S_"),
-    "phonological": ("features.npz", "P_"),
-    "inventory": ("features.npz", "INV_"),
-    "genetic": ("family_features.npz", None),
-}
+#: URIEL+ distance kinds --pmp-distance offers: kind -> (file, feature-name prefix or None for all), from
+#: :data:`xlt.predict.distances.SOURCES`
+DISTANCE_KINDS = {k: SOURCES[k] for k in ("featural", "syntactic", "phonological", "inventory", "genetic")}
 DistanceKind = Literal["featural", "syntactic", "phonological", "inventory", "genetic"]
 
 
@@ -194,56 +189,39 @@ def lmt_prompt(src_lang: str, tgt_lang: str, text: str, aux: tuple[str, str] | N
 # -- typological distance (URIEL+) -------------------------------------------------------------------------------
 def uriel_arrays_dir() -> Path:
     """The folder of urielplus' bundled feature arrays (``original_uriel``), found without importing urielplus."""
-    from xlt.analyze.langfamilies import urielplus_csv_dir
+    from xlt.predict.distances import uriel_data_dir
 
-    csvs = urielplus_csv_dir()
-    folder = csvs.parent / "original_uriel" if csvs is not None else None
-    if folder is None or not (folder / "features.npz").is_file():
+    try:
+        return uriel_data_dir()
+    except XltError:
         raise XltError("--pmp nearest needs URIEL+ typological data: the urielplus package is not installed",
                        "install it (pip install --no-deps urielplus==1.3.2), "
-                       "or name the auxiliary language: --pmp LANG")
-    return folder
-
-
-@lru_cache(maxsize=2)
-def _uriel(folder: str, file: str) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
-    with np.load(Path(folder) / file, allow_pickle=False) as z:
-        feats, langs, data = z["feats"], z["langs"], z["data"]
-    return feats, {str(l): i for i, l in enumerate(langs)}, data
+                       "or name the auxiliary language: --pmp LANG") from None
 
 
 def typological_distances(target: str, candidates: Iterable[str], kind: str = "featural",
                           folder: str | Path | None = None) -> dict[str, float]:
-    """URIEL+ angular distance from ``target`` to each candidate with data (others are left out), rounded to 4
-    places as urielplus does: per feature the union (max) of the known source values, over the features both
-    languages know; ``2·arccos(cos)/π``; a zero vector counts as uniform (urielplus' 1e-10 fill)."""
+    """URIEL+ distance from ``target`` to each candidate with data (others are left out), rounded to 4 places as
+    urielplus does: :func:`xlt.predict.distances.distances` (urielplus' ``new_distance`` in its default
+    configuration: union aggregation over sources, the features both languages know, ``2·arccos(cos)/π``)."""
+    from xlt.predict.distances import distances, uriel_code, uriel_languages
+
     if kind not in DISTANCE_KINDS:
         raise XltError(f"unknown URIEL+ distance {kind!r}", f"choose one of {', '.join(DISTANCE_KINDS)}")
-    file, prefix = DISTANCE_KINDS[kind]
-    feats, index, data = _uriel(str(folder or uriel_arrays_dir()), file)
-    cands = [c for c in dict.fromkeys(candidates) if c in index and c != target]
-    if target not in index:
+    if target not in uriel_languages(folder):
         raise XltError(f"URIEL+ has no {kind} data for {target} ({language_name(target)})",
                        "name the auxiliary language yourself: --pmp LANG")
-    cols = np.ones(len(feats), bool) if prefix is None else np.char.startswith(feats.astype(str), prefix)
-    rows = data[[index[target]] + [index[c] for c in cands]][:, cols, :].astype(np.float64)
-    known = (rows != -1.0) & np.isfinite(rows)
-    has = known.any(-1)                                         # (1 + n, F): feature known from some source
-    vals = np.where(known, rows, -np.inf).max(-1)               # union aggregation
-    vals = np.where(has, vals, 0.0)
-    shared = has[0][None, :] & has[1:]                          # (n, F)
-    m = shared.sum(1)
-    t = np.where(shared, vals[0][None, :], 0.0)
-    c = np.where(shared, vals[1:], 0.0)
-    uniform = shared / np.sqrt(np.maximum(m, 1))[:, None]
-
-    def unit(x):
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        return np.where(norm > 0, x / np.where(norm > 0, norm, 1.0), uniform)
-
-    cos = np.clip((unit(t) * unit(c)).sum(1), -1.0, 1.0)
-    dist = np.round(2 * np.arccos(cos) / np.pi, 4)
-    return {cand: float(d) for cand, d, k in zip(cands, dist, m) if k > 0}
+    codes = {}
+    for c in dict.fromkeys(candidates):
+        try:
+            codes[c] = uriel_code(c, folder)
+        except XltError:
+            continue  # not in URIEL+: left out
+    t = uriel_code(target, folder)
+    codes = {c: u for c, u in codes.items() if c != target and u != t}
+    d = distances([t, *codes.values()], kind, cache=False, folder=folder)
+    out = {c: d.get(kind, t, u) for c, u in codes.items()}
+    return {c: round(v, 4) for c, v in out.items() if v == v}
 
 
 def rank_auxiliaries(target: str, candidates: Iterable[str], kind: str = "featural",
