@@ -260,6 +260,10 @@ from xlt.cli.data import generate_command as _generate_command  # noqa: E402
 
 app.command(name="generate")(_generate_command())
 
+from xlt.cli.study import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""

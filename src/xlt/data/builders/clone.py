@@ -44,7 +44,7 @@ from xlt.errors import XltError
 from xlt.options import density, option, positive, unit_interval
 
 __all__ = ["CloneOptions", "cloned_ids", "clone_map", "clone_ids", "unclone", "special_ids", "tokenizer_clone_map",
-           "parse_schedule", "schedule_p"]
+           "parse_schedule", "schedule_p", "sample_copies"]
 
 Split = Literal["train", "dev", "test", "all"]
 
@@ -152,6 +152,14 @@ def parse_schedule(text: str) -> list[float]:
     return values
 
 
+def sample_copies(u, v, p, k: int) -> np.ndarray:
+    """The paper's per-sequence draw from two uniforms: the original (0) when ``u ≥ p``, else clone
+    ``1 + ⌊v·(k−1)⌋`` (uniform among the ``k − 1``); element-wise over arrays."""
+    u, v, p = np.asarray(u, dtype=float), np.asarray(v, dtype=float), np.asarray(p, dtype=float)
+    clone = 1 + np.minimum((v * (k - 1)).astype(np.int64), k - 2)
+    return np.where(u < p, clone, 0)
+
+
 def schedule_p(values: Sequence[float], progress: float) -> float:
     """``p_clone`` at ``progress`` ∈ [0, 1) of the data: the value of the stage it falls in (equal stages)."""
     return float(values[min(int(progress * len(values)), len(values) - 1)])
@@ -253,7 +261,7 @@ class Clone:
                 progress = written / o.token_budget if o.token_budget else doc_index / max(n_docs, 1)
                 p = schedule_p(stages, progress)
             u, v = ctx.rng(key).random(2)
-            copy = 0 if u >= p else 1 + int(v * (o.k - 1))
+            copy = int(sample_copies(u, v, p, o.k))
             written += len(ids)
             tokens[copy] += len(ids)
             seqs[copy] += 1
