@@ -264,6 +264,10 @@ from xlt.cli.study import study_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 
+from xlt.cli.predict import predict_app  # noqa: E402
+
+app.add_typer(predict_app, name="predict")
+
 
 def setup_logging(console: Console = err) -> None:
     """Show the library's ``xlt`` log records (INFO and up) on stderr through rich; library users choose their own."""

@@ -367,8 +367,8 @@ class TransferTable:
 
     @classmethod
     def read(cls, path: str | os.PathLike, source: str | None = None) -> "TransferTable":
-        """Read a CSV, a transfer-table JSON, an ``xlt adapt`` run folder, an ``xlt evaluate`` output (folder or
-        ``metrics.json``) or a folder of several (see the module docstring). ``source`` is the source language of
+        """Read a CSV, a transfer-table JSON, a folder with a ``transfer_table.csv`` (``xlt study matrix``), an ``xlt
+        adapt`` run folder, an ``xlt evaluate`` output (folder or ``metrics.json``) or a folder of several (see the module docstring). ``source`` is the source language of
         evaluated models whose source is not recorded."""
         p = Path(path)
         if not p.exists():
@@ -385,6 +385,8 @@ class TransferTable:
             raise XltError(f"cannot read a transfer table from {p.name}", "give a .csv or .json file, or a folder")
         if (p / "run.json").is_file():
             return read_adapt_run(p)
+        if (p / "transfer_table.csv").is_file():  # an `xlt study matrix` output or an `xlt predict fit` folder
+            return cls.from_csv(p / "transfer_table.csv")
         if _is_evaluation(p / "metrics.json"):
             return read_evaluation(p, source=source)
         return read_folder(p, source=source)
