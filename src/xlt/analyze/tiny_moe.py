@@ -11,7 +11,6 @@ like any other model.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -102,15 +101,9 @@ def train_tiny_moe(langs: Sequence[str] = BIBLE_LANGS, family: str = "olmoe", st
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "norm" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.95))
-    n_warm = max(1, int(round(warmup * steps)))
+    from xlt.study.lm import warmup_cosine
 
-    def schedule(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        frac = (step - n_warm) / max(1, steps - n_warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, warmup))
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 
 from xlt.report.html import _img, _table
 from xlt.report.plots import _axes, _fig_bytes

@@ -55,7 +55,8 @@ def new_model(vocab_size: int, o: TinyLMOptions, seed: int, max_positions: int, 
                       max_positions=max_positions, **special_ids)
 
 
-def _schedule(steps: int, warmup: float):
+def warmup_cosine(steps: int, warmup: float):
+    """Learning-rate factor per step: linear warm-up over ``warmup`` of the steps, then cosine decay to 10 %."""
     n_warm = max(1, int(round(warmup * steps)))
 
     def factor(step: int) -> float:
@@ -82,7 +83,7 @@ def train_rows(model, rows: np.ndarray, o: TinyLMOptions, seed: int, *, desc: st
     rest = [p for n, p in named if not (p.dim() >= 2 and "norm" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=o.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps, o.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, o.warmup))
     data = torch.from_numpy(np.ascontiguousarray(rows))
     losses = []
     model.train()
