@@ -137,3 +137,16 @@ def test_bad_input(tmp_path, toy_text, bad, says):
 def test_options_defaults_are_the_documented_ones():
     o = CloneStudyOptions()
     assert (o.vocab_size, o.k, o.p_clone, o.schedule, o.hidden, o.layers) == (2000, 2, [0.5, 0.9], ["0.1_0.9"], 64, 2)
+
+
+def test_a_law_that_cannot_be_fitted_leaves_teff_missing_with_why(tmp_path, toy_text, monkeypatch):
+    import xlt.predict.scaling as scaling
+
+    def refuse(*a, **k):
+        raise XltError("the data law did not converge on these 4 points", "give more points")
+
+    monkeypatch.setattr(scaling, "fit_law", refuse)
+    m = run_clone_study(tmp_path / "s", show_progress=False, **_tiny(toy_text))
+    assert m["law"]["skipped"].startswith("the data law did not converge")
+    assert all(v is None for s in m["settings"] for v in s["teff"].values())
+    assert "not fitted" in (tmp_path / "s" / "report.html").read_text()

@@ -89,6 +89,10 @@ def render_clone_study(metrics: dict, curves: dict[str, list[float]], fit) -> st
                      f"({'within' if sym['passed'] else 'OUTSIDE'} the {100 * sym['tolerance']:g} % tolerance; "
                      "paper: 26.13 vs 26.14).</p>")
     law = metrics["law"]
+    if "skipped" in law:
+        parts += ["<h2>Monolingual data law</h2>", f"<p>not fitted: {html.escape(law['skipped'])}</p>",
+                  "<h2>Training loss</h2>", _img(loss_plot(curves), "training loss")]
+        return _page("xlt study clone", parts, metrics)
     params = ", ".join(f"{k_}={v:.4g}" for k_, v in law.get("params", {}).items())
     parts += ["<h2>Monolingual data law</h2>",
               f"<p>{html.escape(law['form'])}: {html.escape(params)} (R² {law.get('r2', float('nan')):.4f}).</p>",

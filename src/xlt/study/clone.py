@@ -216,7 +216,11 @@ def _fit_law(settings: list[Setting], o: CloneStudyOptions):
     mono = sorted((s for s in settings if s.mono), key=lambda s: s.fraction)
     xs = [s.results["tokens"] / o.token_budget for s in mono]
     ppl = [s.results["ppl"]["0"] for s in mono]
-    fit = fit_law("data", {"x": xs, "ppl": ppl})
+    try:
+        fit = fit_law("data", {"x": xs, "ppl": ppl})
+    except XltError as e:  # the study's perplexities stand without the law; TEff is then missing, with why
+        return None, {"form": "1/ppl = -a*x^(-b) + c, x = tokens / token_budget", "points": {"x": xs, "ppl": ppl},
+                      "token_budget": o.token_budget, "skipped": e.problem}
     return fit, {"form": "1/ppl = -a*x^(-b) + c, x = tokens / token_budget", "points": {"x": xs, "ppl": ppl},
                  "token_budget": o.token_budget, **fit.to_json()}
 
@@ -225,6 +229,9 @@ def _add_teff(s: Setting, fit, o: CloneStudyOptions) -> None:
     teff, mlte, why = {}, {}, {}
     for c, ppl in s.results["ppl"].items():
         seen = s.results["tokens_per_language"][int(c)]
+        if fit is None:
+            mlte[c], teff[c], why[c] = None, None, "the data law could not be fitted"
+            continue
         try:
             m = fit.mlte(ppl) * o.token_budget
         except XltError as e:
