@@ -88,3 +88,16 @@ def test_bad_input(tmp_path, table):
     with pytest.raises(XltError):
         rank("xx", tmp_path / "nowhere")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_scaling_cli_writes_the_fit_and_a_plot(tmp_path):
+    n = np.geomspace(1e6, 1e9, 10)
+    pts = tmp_path / "p.csv"
+    pts.write_text("N,p,L\n" + "".join(f"{x},{p},{50 * (p * x) ** -0.3 + 1.5}\n" for x in n for p in (0.25, 1.0)),
+                   encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "scaling", str(pts), "--law", "joint", "--f-form", "power",
+                                 "--bootstrap", "20", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    fit = json.loads((tmp_path / "s" / "fit.json").read_text())
+    assert fit["params"]["alpha"] == pytest.approx(0.3, rel=1e-4) and fit["options"]["f_form"] == "power"
+    assert fit["provisional"] and "<img" in (tmp_path / "s" / "report.html").read_text()

@@ -90,7 +90,7 @@ def scaling_cmd(
     f_form: Optional[str] = typer.Option(None, help="joint: fernandes | power (the form of f(p))."),
     bootstrap: int = typer.Option(1000, help="Bootstrap refits for the CIs (0: none)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write fit.json and fit.png here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write fit.json and report.html (plot) here."),
 ):
     """Fit a scaling law; print its parameters with bootstrap CIs."""
     from xlt.cli.common import out as console
@@ -105,5 +105,10 @@ def scaling_cmd(
         ci = fit.intervals.get(k)
         console.print(f"  {k} = {v:.6g}" + (f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""))
     if out is not None:
-        write_json_atomic(Path(out) / "fit.json", fit.to_json())
-        console.print(f"-> {out}/fit.json")
+        from xlt.report.predict import render_scaling
+        from xlt.util import atomic_dir
+
+        with atomic_dir(out, overwrite=True) as tmp:
+            write_json_atomic(tmp / "fit.json", fit.to_json())
+            (tmp / "report.html").write_text(render_scaling(fit), encoding="utf-8")
+        console.print(f"-> {out}/fit.json, {out}/report.html")

@@ -79,3 +79,35 @@ def render_fit(metrics: dict, data, ranker) -> str:
                                                    "scores")]
     return _page("xlt predict fit", parts, {"options": {k_: metrics[k_] for k_ in ("task", "groups", "corpus", "k",
                                                                                   "seed", "table_sha256")}})
+
+
+def scaling_plot(fit) -> bytes:
+    """The points and the fitted law over their input range (log x); for the joint law, one curve per weight p."""
+    import numpy as np
+
+    X, y = fit.X, fit.y
+    fig, ax = _axes((7, 4.2))
+    grid = np.geomspace(X[0].min(), X[0].max(), 200)
+    if fit.law == "joint":
+        for p in sorted(set(X[1].tolist())):
+            sel = X[1] == p
+            line, = ax.plot(grid, fit.predict(grid, np.full_like(grid, p)), lw=1, label=f"p = {p:g}")
+            ax.plot(X[0][sel], y[sel], "o", color=line.get_color())
+    else:
+        ax.plot(X[0], y, "ko", label="points")
+        ax.plot(grid, fit.predict(grid), "k-", lw=1, label=fit.formula)
+    ax.set_xscale("log")
+    ax.set_xlabel(fit.spec.columns[0])
+    ax.set_ylabel(fit.spec.columns[-1])
+    ax.legend(fontsize=7)
+    return _fig_bytes(fig)
+
+
+def render_scaling(fit) -> str:
+    rows = [[k, v, *(fit.intervals.get(k) or (None, None))] for k, v in fit.params.items()]
+    parts = [f"<p>{html.escape(fit.formula)} fitted to {fit.n_points} points by bounded least squares; R² "
+             f"{fit.r2:.4f}.{' Provisional: ' + html.escape(fit.to_json()['note']) if fit.to_json()['note'] else ''}"
+             "</p>", _table(["parameter", "value", "CI low", "CI high"], rows),
+             f"<p class='how'>Intervals: {html.escape(str(fit.bootstrap_info or 'none (no bootstrap)'))}.</p>",
+             _img(scaling_plot(fit), "fit")]
+    return _page(f"xlt predict scaling ({fit.law})", parts, {"options": fit.to_json()["options"]})
