@@ -368,8 +368,8 @@ class TransferTable:
     @classmethod
     def read(cls, path: str | os.PathLike, source: str | None = None) -> "TransferTable":
         """Read a CSV, a transfer-table JSON, a folder with a ``transfer_table.csv`` (``xlt study matrix``), an ``xlt
-        adapt`` run folder, an ``xlt evaluate`` output (folder or ``metrics.json``) or a folder of several (see the module docstring). ``source`` is the source language of
-        evaluated models whose source is not recorded."""
+        adapt`` run folder, an ``xlt evaluate`` output (folder or ``metrics.json``) or a folder of several (see the
+        module docstring). ``source`` is the source language of evaluated models whose source is not recorded."""
         p = Path(path)
         if not p.exists():
             raise XltError(f"no such file or folder: {p}", "give a transfer CSV, an `xlt adapt` run folder, an "
