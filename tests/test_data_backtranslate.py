@@ -407,8 +407,8 @@ def test_bible_kept_pairs_score_higher_chrf_than_dropped(tmp_path):
     dedup filters keep are closer (chrF) to the real English verses than the ones they drop.
 
     48 verses of at most 32 new tokens, not more: 35 s on an otherwise idle 2-core machine (e5 already prepared; the
-    demonstrations are prefilled once; decoding dominates). SmolLM2-135M barely reads Swahili (chrF ~12 against the real verses, kept or dropped), so the
-    gap is small: kept 10 at 12.21 vs dropped 38 at 11.36 (Mann-Whitney p 0.18) when last measured; on 2,000 verses
+    demonstrations are prefilled once; decoding dominates). SmolLM2-135M barely reads Swahili (chrF ~12 against the
+    real verses, kept or dropped), so the gap is small: kept 10 at 12.21 vs dropped 38 at 11.36 (Mann-Whitney p 0.18) when last measured; on 2,000 verses
     (docs/data.md) 18.81 vs 15.03, p 4e-14."""
     from scipy.stats import mannwhitneyu
 
