@@ -15,8 +15,8 @@ predict_app = typer.Typer(help="Rank source languages for a target, say why; dis
 @predict_app.command("distances")
 def distances_cmd(
     langs: str = typer.Option("bible", help="Comma-separated languages (ISO 639-1/3), or 'bible' for its 23."),
-    kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds [default: all 7: syntactic, phonological, "
-                                                   "inventory, genetic, geographic, featural, script]."),
+    kinds: Optional[str] = typer.Option(None, help="Comma-separated kinds (default: all 7: syntactic, phonological, "
+                                                   "inventory, genetic, geographic, featural, script)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder: distances.json, distances.csv, report.html."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ):
@@ -60,8 +60,8 @@ def fit_cmd(
 def rank_cmd(
     target: str = typer.Option(..., help="Target language (ISO 639-1/3)."),
     predictor: Path = typer.Option(..., help="A folder written by `xlt predict fit`."),
-    candidates: Optional[str] = typer.Option(None, help="Comma-separated candidate sources [default: the "
-                                                        "predictor's training sources]."),
+    candidates: Optional[str] = typer.Option(None, help="Comma-separated candidate sources (default: the "
+                                                        "predictor's training sources)."),
     n_target: Optional[int] = typer.Option(None, help="Target-language training examples (log_n_target)."),
     reasons: int = typer.Option(3, help="Top contributions shown per source."),
 ):
