@@ -213,11 +213,9 @@ def render(res: dict) -> str:
 
 def _scrub(text: str) -> str:
     """No path of this machine in what is written (tests/test_no_machine_paths.py)."""
-    for p, name in ((str(ROOT), "."), (str(Path(tempfile.gettempdir()).resolve()), "<tmp>"), ("/tmp", "<tmp>"),
-                    (str(Path.home()), "~")):
-        if len(p) > 2:
-            text = text.replace(p, name)
-    return text
+    from xlt.util import scrub_machine_paths
+
+    return scrub_machine_paths(text, ROOT)
 
 
 def _write_atomic(path: Path, text: str) -> None:

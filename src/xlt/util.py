@@ -107,6 +107,16 @@ def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None
     return os.path.basename(p.rstrip(os.sep)) or p
 
 
+def scrub_machine_paths(text: str, root: str | os.PathLike) -> str:
+    """``text`` with this machine's paths replaced: ``root`` by ``.``, the temp folder by ``<tmp>``, home by ``~``
+    (for benchmark JSON and logs that are committed; tests/test_no_machine_paths.py)."""
+    for p, name in ((str(root), "."), (str(Path(tempfile.gettempdir()).resolve()), "<tmp>"), ("/tmp", "<tmp>"),
+                    (str(Path.home()), "~")):
+        if len(p) > 2:
+            text = text.replace(p, name)
+    return text
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
