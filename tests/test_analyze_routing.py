@@ -241,7 +241,20 @@ def test_probe_topk_is_the_gates_choice_for_every_token(family_model):
         assert q.shape == (9, len(res.layers), res.n_experts)
         assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-5), mode
     hooked = RoutingProbe(model)
-    by_hook = run_probes(model, tok, [hooked], batch_size=4, show_progress=False)[0]["eng"]
+    attached_before = sum(len(m._forward_hooks) for m in model.modules())
+    # the hooked pass ends at the last sparse layer's router: that layer's experts and the final norm never run
+    last = res.layers[-1]
+    ran = {"experts": 0, "norm": 0}
+    watch = [model.model.layers[last].mlp.experts.register_forward_hook(
+                 lambda *a: ran.__setitem__("experts", ran["experts"] + 1)),
+             model.model.norm.register_forward_hook(lambda *a: ran.__setitem__("norm", ran["norm"] + 1))]
+    try:
+        by_hook = run_probes(model, tok, [hooked], batch_size=4, show_progress=False)[0]["eng"]
+    finally:
+        for h in watch:
+            h.remove()
+    assert ran == {"experts": 0, "norm": 0}
+    assert sum(len(m._forward_hooks) for m in model.modules()) == attached_before  # nothing left attached
     assert hooked.sources_used == {"hook"} and by_hook.layers == res.layers
     assert torch.equal(by_hook.selections, res.selections)
     for mode in MODES:

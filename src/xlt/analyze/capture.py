@@ -6,7 +6,9 @@ A :class:`Probe` declares what it needs from the model's forward (``forward_kwar
 once, batches them by length (padding on the right, masked), runs each batch once with the union of the probes'
 forward arguments and hands every probe the :class:`Batch` it belongs to. Never asks the model for logits over the
 whole batch when no probe needs them: the LM head is skipped (``logits_to_keep=1``) unless a probe sets
-``needs_logits``.
+``needs_logits``. When every probe says, by ``stop_after``, after which decoder layer's module it has all it needs
+(routing reads the last sparse layer's router), the forward is cut there: a hook on the latest of those modules ends
+the pass (the layers and head after it never run) and ``on_output`` receives ``None``.
 
 Results are independent of the batch size and of padding: every probe receives ``mask`` (True on real tokens) and
 must reduce over real tokens only. Sequences of one language are kept in their given order; ``Batch.index`` holds
@@ -53,6 +55,12 @@ class Probe:
     def hooks(self, model) -> list[tuple[torch.nn.Module, Callable[[Batch, Any, Any], None]]]:
         """``(module, fn)`` pairs: ``fn(batch, args, output)`` runs after ``module``'s forward in every batch."""
         return []
+
+    def stop_after(self, model) -> tuple[int, torch.nn.Module] | None:
+        """``(decoder layer index, module)``: nothing this probe reads is computed after that module's forward in
+        that layer, so the pass may end there; ``None`` (the default): the probe needs the whole forward and its
+        output."""
+        return None
 
     def on_output(self, batch: Batch, out) -> None:
         """Called with the model's output object after each batch."""
@@ -119,9 +127,23 @@ def attached(model, probes: Sequence[Probe], current: list) -> Iterator[None]:
             h.remove()
 
 
+class _StopForward(Exception):
+    """Raised by the cut-off hook: every probe has what it needs from this batch."""
+
+
+def _cut_off(model, probes: Sequence[Probe]) -> torch.nn.Module | None:
+    """The module after which the forward may end (the latest of the probes' ``stop_after``), or None when a probe
+    needs the whole forward."""
+    stops = [p.stop_after(model) for p in probes]
+    if not stops or any(s is None for s in stops):
+        return None
+    return max(stops, key=lambda s: s[0])[1]
+
+
 def run_probes(model, tok: Tokenized, probes: Sequence[Probe], batch_size: int = 16, pad_id: int = 0,
                show_progress: bool = True, desc: str = "capture") -> list[Any]:
-    """One forward pass per batch for all ``probes``; returns each probe's ``result()`` in order."""
+    """One forward pass per batch for all ``probes`` (cut after the probes' ``stop_after`` module when all of them
+    give one); returns each probe's ``result()`` in order."""
     from tqdm.auto import tqdm
 
     kwargs: dict = {}
@@ -134,20 +156,33 @@ def run_probes(model, tok: Tokenized, probes: Sequence[Probe], batch_size: int =
         kwargs["logits_to_keep"] = 1  # the LM head on one position only: no B×T×V logits
     device = next(model.parameters()).device
     current: list = [None]
+    cut = _cut_off(model, probes)
     total = sum((len(r) + batch_size - 1) // batch_size for r in tok.ids.values())
     was_training = model.training
+    handles: list = []
     model.eval()
     try:
         with attached(model, probes, current), torch.inference_mode():
+            if cut is not None:  # registered after the probes' hooks, so theirs on the same module run first
+                handles.append(cut.register_forward_hook(_raise_stop))
             for b in tqdm(batches(tok, batch_size, pad_id), total=total, desc=desc, disable=not show_progress):
                 b = Batch(b.lang, b.input_ids.to(device), b.mask.to(device), b.index)
                 current[0] = b
-                out = model(input_ids=b.input_ids, attention_mask=b.mask.long(), use_cache=False, **kwargs)
+                try:
+                    out = model(input_ids=b.input_ids, attention_mask=b.mask.long(), use_cache=False, **kwargs)
+                except _StopForward:
+                    out = None
                 for p in probes:
                     p.on_output(b, out)
     finally:
+        for h in handles:
+            h.remove()
         model.train(was_training)
     return [p.result() for p in probes]
+
+
+def _raise_stop(module, args, output):
+    raise _StopForward
 
 
 def decoder_layers(model) -> list[torch.nn.Module]:

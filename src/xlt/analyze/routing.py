@@ -368,6 +368,13 @@ class RoutingProbe(Probe):
             return fn
         return [(g, make(pos)) for pos, g in enumerate(self.routers.gates)]
 
+    def stop_after(self, model):
+        """With hooks, the last sparse layer's router is the last thing read: the experts of that layer and every
+        layer after it need not run. Reading the model's ``router_logits`` output needs the whole forward."""
+        if self.source != "hook":
+            return None
+        return self.routers.layers[-1], self.routers.gates[-1]
+
     def _tensors(self, out) -> list[torch.Tensor]:
         n = len(self.routers.layers)
         rl = getattr(out, "router_logits", None) if self.source == "output" else None
