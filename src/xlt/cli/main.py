@@ -112,6 +112,15 @@ def evals():
 
 
 @app.command()
+def losses():
+    """List the registered task losses and modules (xlt.tasks) and their options."""
+    from xlt.tasks.registry import LOSSES, MODULES
+
+    print_registry(LOSSES, "keyword arguments: xlt.tasks.losses.get(NAME)(*inputs, **options)")
+    print_registry(MODULES, "keyword arguments of the module's constructor")
+
+
+@app.command()
 def evaluate(
     models: Optional[list[str]] = typer.Argument(None, help="Models: packaged names (smollm2, gemma3), HF folders, or `xlt adapt` run folders (each of its models and its source)."),
     langs: str = typer.Option("bible", help="Comma-separated languages (ISO 639-1/3), or bible for all of the corpus's."),
@@ -267,6 +276,10 @@ app.add_typer(study_app, name="study")
 from xlt.cli.predict import predict_app  # noqa: E402
 
 app.add_typer(predict_app, name="predict")
+
+from xlt.cli.task_cmds import register_all as _register_task_commands  # noqa: E402
+
+_register_task_commands(app)
 
 
 def setup_logging(console: Console = err) -> None:
