@@ -1,6 +1,7 @@
 """Benchmark: ``xlt predict``'s building blocks against the usual routes (issue 17).
 
-    python bench/predict.py [--part all|distances] [--out-dir bench/results] [--langs eng,deu,...]
+    python bench/predict.py [--part all|distances|loto] [--out-dir bench/results] [--langs eng,deu,...]
+                            [--matrix runs/matrix] [--lang2vec-python PATH] [--max-docs N]
 
 Parts (``PARTS``; each writes ``<out-dir>/predict_<part>.json``):
 
@@ -19,6 +20,25 @@ Parts (``PARTS``; each writes ``<out-dir>/predict_<part>.json``):
    time (interpreter start included). Checks: per kind, the largest |xlt rounded to 4 places − urielplus| over the
    pairs both compute (off the diagonal; urielplus' own diagonal is up to 3e-4 from its float32 arithmetic, ours is
    0.0), the number of urielplus −1 and of xlt NaN (same positions), no −1 in xlt. Goal: xlt ≥ 20× urielplus.
+
+2. **loto**: leave-one-target-out NDCG@3 (:func:`xlt.predict.ranker.loto_ndcg`: the LangRank ranker, OLS, each single
+   feature with its sign chosen on the training targets, random = its exact expectation) of three feature sets on
+   two transfer tables.
+
+   - Tables: **matrix**, the ``xlt study matrix`` table (``--matrix`` folder or CSV; without it the study runs here
+   with its defaults, about 2.5 min); **planted**, every ordered pair of the Bible languages URIEL+ covers (lvs has no
+   URIEL+ data and is left out) with score = 100·exp(−(2·d_genetic + d_syntactic)) + N(0, 2²) (URIEL+ distances,
+   seed 0), a table whose signal is known.
+   - Feature sets: **uriel** (the 7 URIEL+ distances of :mod:`xlt.predict.distances`); **lang2vec** (cosine
+   distances, over the features both languages have, of lang2vec 1.1.2's ``syntax_knn``, ``phonology_knn``,
+   ``inventory_knn``, ``fam`` and ``geo`` vectors: its wheel ships no precomputed distances, so these are all it
+   allows; it needs setuptools < 81, so it runs in its own temporary venv, or ``--lang2vec-python``); **dataset**
+   (LangRank's dataset features of :mod:`xlt.predict.features` from each language's Bible train split, at most
+   ``--max-docs`` verses each). A column that is all NaN or constant over the table is left out (as ``xlt predict
+   fit`` does).
+
+   Circularity, said plainly: the planted score is made from two URIEL+ distances, so the uriel set can recover it
+   exactly; the other sets show how much of it their own features carry.
 
 Prints a table and writes one JSON atomically (settings, machine, every figure and check; no path of this machine).
 Run it with ``OMP_NUM_THREADS=1`` on a shared machine.
@@ -198,7 +218,158 @@ def render_distances(r: dict) -> str:
     return "\n".join(lines)
 
 
-PARTS = {"distances": (run_distances, render_distances)}
+# ---------------------------------------------------------------------------------------------------------
+# part: loto
+# ---------------------------------------------------------------------------------------------------------
+L2V_SETS = {"syntactic": "syntax_knn", "phonological": "phonology_knn", "inventory": "inventory_knn",
+            "genetic": "fam", "geographic": "geo"}
+L2V_CHILD = r"""
+import json, sys
+import numpy as np
+import lang2vec.lang2vec as l2v
+job = json.loads(open(sys.argv[1], encoding="utf-8").read())
+have = set(l2v.available_languages())
+langs = [x for x in job["langs"] if x in have]
+out = {"missing": [x for x in job["langs"] if x not in have], "distances": {}}
+for kind, fs in job["sets"].items():
+    feats = l2v.get_features(langs, fs)
+    vec = {l: np.array([np.nan if v == "--" else float(v) for v in feats[l]]) for l in langs}
+    d = {}
+    for a in langs:
+        for b in langs:
+            u, v = vec[a], vec[b]
+            ok = ~(np.isnan(u) | np.isnan(v))
+            nu, nv = np.linalg.norm(u[ok]), np.linalg.norm(v[ok])
+            d[a + "|" + b] = None if not ok.any() or nu == 0 or nv == 0 else float(1 - u[ok] @ v[ok] / (nu * nv))
+    out["distances"][kind] = d
+open(job["result"], "w", encoding="utf-8").write(json.dumps(out))
+"""
+
+
+def lang2vec_python(a, work: Path) -> str:
+    """A Python with lang2vec 1.1.2 (and setuptools < 81, which it needs): ``--lang2vec-python``, or a temporary venv."""
+    if a.lang2vec_python:
+        return a.lang2vec_python
+    venv = work / "l2v"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "numpy", "setuptools<81", "lang2vec==1.1.2"], check=True)
+    return str(py)
+
+
+def lang2vec_distances(a, work: Path, langs: list[str]) -> tuple[dict, list[str], float]:
+    py = lang2vec_python(a, work)
+    job, result, script = work / "l2v-job.json", work / "l2v-result.json", work / "l2v_child.py"
+    script.write_text(L2V_CHILD, encoding="utf-8")
+    job.write_text(json.dumps({"langs": langs, "sets": L2V_SETS, "result": str(result)}), encoding="utf-8")
+    t0 = time.perf_counter()
+    p = subprocess.run([py, str(script), str(job)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("lang2vec child failed: " + _scrub(p.stderr[-2000:]))
+    out = json.loads(result.read_text(encoding="utf-8"))
+    return out["distances"], out["missing"], time.perf_counter() - t0
+
+
+def planted_table(langs: list[str], seed: int = 0):
+    """Every ordered pair of ``langs``, score = 100·exp(−(2·genetic + syntactic)) + N(0, 2²) (URIEL+ distances)."""
+    import numpy as np
+    import pandas as pd
+
+    from xlt.predict.distances import distances
+
+    d = distances(langs, ("genetic", "syntactic"))
+    rng = np.random.default_rng(seed)
+    rows = [{"source": s, "target": t, "n_target": pd.NA,
+             "score": 100 * np.exp(-(2 * d.get("genetic", s, t) + d.get("syntactic", s, t))) + rng.normal(0, 2)}
+            for t in langs for s in langs if s != t]
+    frame = pd.DataFrame(rows)
+    return frame[frame["score"].notna()].reset_index(drop=True)
+
+
+def matrix_frame(a, work: Path):
+    from xlt.predict.table import TransferTable
+
+    path = a.matrix
+    if not path:
+        from xlt.study.matrix import run_matrix_study
+
+        path = work / "matrix"
+        print("  running xlt study matrix (defaults)", flush=True)
+        run_matrix_study(path, show_progress=False)
+    table = TransferTable.read(path)
+    (task,) = table.tasks()
+    frame = table.oriented(task)
+    return frame[frame["source"] != frame["target"]].reset_index(drop=True), task, table.sha256()
+
+
+def feature_sets(frame, l2v: dict, a) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from xlt.predict.pipeline import pair_frame
+
+    pairs = list(zip(frame["source"], frame["target"]))
+    n_target = {t: None if pd.isna(v) else int(v) for t, v in frame.groupby("target")["n_target"].first().items()}
+    uriel, _ = pair_frame(pairs, ["uriel"])
+    dataset, _ = pair_frame(pairs, ["dataset"], n_target=n_target, max_docs=a.max_docs)
+    lang2vec = frame[["source", "target"]].copy()
+    for kind, d in l2v.items():
+        lang2vec[f"l2v_{kind}"] = [np.nan if d.get(f"{s}|{t}") is None else d[f"{s}|{t}"] for s, t in pairs]
+    return {"uriel": uriel, "lang2vec": lang2vec, "dataset": dataset}
+
+
+def run_loto(a, work: Path, res: dict) -> dict:
+    from xlt.predict.pipeline import usable_features
+    from xlt.predict.ranker import loto_ndcg
+
+    t0 = time.perf_counter()
+    mframe, task, sha = matrix_frame(a, work)
+    langs, _ = bible_languages()
+    from xlt.predict.distances import distances
+
+    covered = distances(langs, ("genetic",))
+    langs = [x for x in langs if any(covered.get("genetic", x, y) == covered.get("genetic", x, y)
+                                     for y in langs if y != x)]
+    pframe = planted_table(langs)
+    every = sorted(set(langs) | set(mframe["source"]) | set(mframe["target"]))
+    print(f"loto: lang2vec distances of {len(every)} languages", flush=True)
+    l2v, l2v_missing, l2v_seconds = lang2vec_distances(a, work, every)
+    out = {"part": "loto", "k": 3, "tables": {}, "lang2vec_missing": l2v_missing,
+           "lang2vec_seconds": round(l2v_seconds, 1), "lang2vec_sets": L2V_SETS,
+           "planted": "score = 100*exp(-(2*uriel_genetic + uriel_syntactic)) + N(0, 2^2), seed 0",
+           "max_docs": a.max_docs}
+    for name, frame, info in (("matrix", mframe, {"task": task, "table_sha256": sha}),
+                              ("planted", pframe, {"languages": langs})):
+        print(f"loto: {name} table, {len(frame)} pairs, features", flush=True)
+        sets = feature_sets(frame, l2v, a)
+        entry = {**info, "pairs": len(frame), "targets": int(frame["target"].nunique()), "sets": {}}
+        for set_name, feats in sets.items():
+            names, dropped, constant = usable_features(feats)
+            data = frame.join(feats[names])
+            table = loto_ndcg(data, names, k=3)
+            means = table.drop_duplicates("method").set_index("method")["mean_ndcg"]
+            entry["sets"][set_name] = {"features": names, "left_out": {"all NaN": dropped, "constant": constant},
+                                       "mean_ndcg": {m: float(v) for m, v in means.items()}}
+        out["tables"][name] = entry
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def render_loto(r: dict) -> str:
+    lines = [f"LOTO NDCG@{r['k']} (lang2vec missing: {', '.join(r['lang2vec_missing']) or 'none'})"]
+    for name, t in r["tables"].items():
+        lines.append(f"\n{name}: {t['pairs']} pairs, {t['targets']} targets")
+        lines.append(f"{'features':<10}{'langrank':>10}{'ols':>8}{'random':>8}  best single feature")
+        for set_name, v in t["sets"].items():
+            m = v["mean_ndcg"]
+            single = {k: x for k, x in m.items() if k.startswith("feature:")}
+            best = max(single, key=single.get)
+            lines.append(f"{set_name:<10}{m['langrank']:>10.3f}{m['ols']:>8.3f}{m['random']:>8.3f}  "
+                         f"{best[8:]} {single[best]:.3f}")
+    return "\n".join(lines)
+
+
+PARTS = {"distances": (run_distances, render_distances), "loto": (run_loto, render_loto)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -215,6 +386,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="all", choices=("all", *PARTS))
     ap.add_argument("--langs", default=None, help="comma-separated languages instead of the Bible corpus' (distances)")
+    ap.add_argument("--matrix", default=None, help="xlt study matrix folder or transfer-table CSV (loto) [default: "
+                    "run the study here with its defaults]")
+    ap.add_argument("--lang2vec-python", default=None, help="a Python with lang2vec 1.1.2 (loto) [default: a "
+                    "temporary venv]")
+    ap.add_argument("--max-docs", type=int, default=2000, help="verses per language for the dataset features (loto)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -228,10 +404,12 @@ def main() -> None:
             run, render = PARTS[part]
             res = run(a, Path(tmp), {})
             res["threads"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-            res["timing"] = ("perf_counter in a fresh process from before the first import to the last matrix "
-                             "(import + data load + compute); process wall = the subprocess as the parent saw it")
+            if part == "distances":
+                res["timing"] = ("perf_counter in a fresh process from before the first import to the last matrix "
+                                 "(import + data load + compute); process wall = the subprocess as the parent saw it")
             res["tolerances"] = TOL
-            res["command"] = "python bench/predict.py --part " + part + (f" --langs {a.langs}" if a.langs else "")
+            res["command"] = "python bench/predict.py --part " + part + (f" --langs {a.langs}" if a.langs else "") + (
+                f" --matrix {Path(a.matrix).name} --max-docs {a.max_docs}" if part == "loto" and a.matrix else "")
             res["machine"] = machine_info(("numpy", "pandas", "scipy", "urielplus"))
             res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
             print("\n" + render(res))

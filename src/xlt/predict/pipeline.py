@@ -69,6 +69,18 @@ def pair_frame(pairs: Sequence[tuple[str, str]], groups: Sequence[str] = GROUPS,
     return frame, reasons
 
 
+def usable_features(feats) -> tuple[list[str], list[str], list[str]]:
+    """The feature columns of ``feats`` (all but source/target) a ranker can learn from: ``(kept, all_nan,
+    constant)``; none kept is an error."""
+    names = [c for c in feats.columns if c not in ("source", "target")]
+    dropped = [c for c in names if feats[c].isna().all()]
+    constant = [c for c in names if c not in dropped and feats[c].nunique(dropna=True) <= 1]
+    names = [c for c in names if c not in dropped and c not in constant]
+    if not names:
+        raise XltError("no feature varies over the training pairs", "use more languages or other --features")
+    return names, dropped, constant
+
+
 def fit(tables: Sequence[str | Path], out: str | Path, task: str | None = None, features: str = "uriel,typology",
         corpus: str = "bible", k: int = 3, seed: int = 0, max_docs: int | None = None,
         overwrite: bool = False) -> dict:
@@ -104,12 +116,7 @@ def fit(tables: Sequence[str | Path], out: str | Path, task: str | None = None, 
                 for t, v in frame.groupby("target")["n_target"].first().items()}
     feats, reasons = pair_frame(list(zip(frame["source"], frame["target"])), groups, corpus,
                                 n_target=n_target, max_docs=max_docs)
-    names = [c for c in feats.columns if c not in ("source", "target")]
-    dropped = [c for c in names if feats[c].isna().all()]
-    constant = [c for c in names if c not in dropped and feats[c].nunique(dropna=True) <= 1]
-    names = [c for c in names if c not in dropped and c not in constant]
-    if not names:
-        raise XltError("no feature varies over the training pairs", "use more languages or other --features")
+    names, dropped, constant = usable_features(feats)
     data = frame.join(feats[names])
     ranker = Ranker(RankerOptions(seed=seed)).fit(data, names)
     loto = loto_ndcg(data, names, k=k, options=RankerOptions(seed=seed))
