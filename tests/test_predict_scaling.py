@@ -82,6 +82,23 @@ def test_bootstrap_intervals_contain_the_planted_values_and_are_seeded():
     assert fit.to_json()["intervals"]["alpha"] == list(ci["alpha"])
 
 
+def test_prediction_band_covers_the_planted_curve_and_widens_outside_the_points():
+    truth = lambda n: 50 * n ** -0.3 + 1.5  # noqa: E731
+    fit = fit_law("power", {"N": N, "L": _noisy(truth(N), 0.002, seed=1)})
+    with pytest.raises(XltError):
+        fit.band(N)
+    fit.bootstrap(200, seed=0)
+    lo, hi = fit.band(N)
+    assert np.all(lo <= fit.predict(N) + 1e-12) and np.all(fit.predict(N) <= hi + 1e-12)
+    inside = (lo <= truth(N)) & (truth(N) <= hi)
+    assert inside.mean() >= 0.9, inside
+    far = np.array([1e12])
+    assert (fit.band(far)[1] - fit.band(far)[0])[0] > (hi - lo)[-1]  # beyond the last point: less certain
+    # the band is the percentile of the refits' own predictions
+    preds = np.stack([fit.spec.model(t, np.atleast_2d(N), fit.options) for t in fit.draws])
+    np.testing.assert_allclose(lo, np.percentile(preds, 2.5, axis=0))
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(XltError, match="3 parameters but only 2"):
         fit_law("power", {"N": [1, 2], "L": [3, 2]})

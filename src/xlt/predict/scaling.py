@@ -167,6 +167,7 @@ class Fit:
     y: np.ndarray
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     bootstrap_info: dict = field(default_factory=dict)
+    draws: np.ndarray | None = None  # (n refits, parameters): the bootstrap's refitted theta, for bands
 
     @property
     def spec(self) -> Law:
@@ -254,15 +255,28 @@ class Fit:
             except XltError:
                 failed += 1
                 continue
-            draws.append(list(f.params.values()))
+            draws.append((list(f.params.values()), f.theta))
         if not draws:
             raise XltError(f"no bootstrap resample of the {self.n_points} points could be fitted", "give more points")
-        arr = np.asarray(draws)
+        arr = np.asarray([d[0] for d in draws])
+        self.draws = np.asarray([d[1] for d in draws])
         lo, hi = np.percentile(arr, [50 * (1 - level), 50 * (1 + level)], axis=0)
         self.intervals = {k: (float(a), float(b)) for k, a, b in zip(self.params, lo, hi)}
         self.bootstrap_info = {"n": n, "seed": seed, "level": level, "failed": failed,
                                "method": "percentile, points resampled with replacement"}
         return self.intervals
+
+    def band(self, *inputs, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise percentile band of the fitted curve at ``inputs`` (as :meth:`predict` takes them): the
+        ``level`` (default: the bootstrap's) interval of the predictions of every bootstrap refit. Needs
+        :meth:`bootstrap` first."""
+        if self.draws is None:
+            raise XltError("no bootstrap refits to make a band from", "call bootstrap() first (--bootstrap N > 0)")
+        level = self.bootstrap_info["level"] if level is None else level
+        cols = np.vstack(np.broadcast_arrays(*[np.atleast_1d(np.asarray(i, dtype=float)) for i in inputs]))
+        preds = np.stack([self.spec.model(theta, cols, self.options) for theta in self.draws])
+        lo, hi = np.percentile(preds, [50 * (1 - level), 50 * (1 + level)], axis=0)
+        return lo, hi
 
     def to_json(self) -> dict:
         return {"law": self.law, "formula": self.formula, "options": asdict(self.options), "params": self.params,

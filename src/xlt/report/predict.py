@@ -82,20 +82,30 @@ def render_fit(metrics: dict, data, ranker) -> str:
 
 
 def scaling_plot(fit) -> bytes:
-    """The points and the fitted law over their input range (log x); for the joint law, one curve per weight p."""
+    """The points and the fitted law over their input range (log x), with the bootstrap's pointwise band when there
+    is one; for the joint law, one curve (and band) per weight p."""
     import numpy as np
 
     X, y = fit.X, fit.y
     fig, ax = _axes((7, 4.2))
     grid = np.geomspace(X[0].min(), X[0].max(), 200)
+    banded = fit.draws is not None
+    level = f"{100 * fit.bootstrap_info['level']:g} % bootstrap band" if banded else ""
     if fit.law == "joint":
         for p in sorted(set(X[1].tolist())):
             sel = X[1] == p
             line, = ax.plot(grid, fit.predict(grid, np.full_like(grid, p)), lw=1, label=f"p = {p:g}")
             ax.plot(X[0][sel], y[sel], "o", color=line.get_color())
+            if banded:
+                ax.fill_between(grid, *fit.band(grid, np.full_like(grid, p)), color=line.get_color(), alpha=0.15,
+                                lw=0)
+        if banded:
+            ax.fill_between([], [], [], color="grey", alpha=0.15, lw=0, label=level)
     else:
         ax.plot(X[0], y, "ko", label="points")
         ax.plot(grid, fit.predict(grid), "k-", lw=1, label=fit.formula)
+        if banded:
+            ax.fill_between(grid, *fit.band(grid), color="k", alpha=0.15, lw=0, label=level)
     ax.set_xscale("log")
     ax.set_xlabel(fit.spec.columns[0])
     ax.set_ylabel(fit.spec.columns[-1])
