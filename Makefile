@@ -47,6 +47,8 @@ $(BIN)/.ref: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps tuned-lens==0.2.0
 	@# fastchrf, a second reference in bench/generate.py (MBR chrF)
 	$(BIN)/pip install -q fastchrf==0.2.1
+	@# tucan-eval, for tests/test_tasks_toolcall.py (our tool-call scorer against its FunctionCallEvaluator)
+	$(BIN)/pip install -q --no-deps tucan-eval==1.0.3
 	touch $@
 
 ref: $(BIN)/.ref

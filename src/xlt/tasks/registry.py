@@ -28,10 +28,11 @@ _NOT_PARTS = {"registry", "losses"}
 def _builtin_modules() -> tuple[str, ...]:
     """Every module of :mod:`xlt.tasks` but this one and :mod:`xlt.tasks.losses` (each registers its own parts)."""
     import pkgutil
+    from pathlib import Path
 
-    import xlt.tasks as pkg
-
-    return tuple(f"{pkg.__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
+    package = __name__.rpartition(".")[0]  # xlt.tasks, found beside this file (importing it here would be a cycle)
+    found = pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
+    return tuple(f"{package}.{m.name}" for m in sorted(found, key=lambda m: m.name)
                  if not m.name.startswith("_") and m.name not in _NOT_PARTS)
 
 
