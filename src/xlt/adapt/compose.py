@@ -120,7 +120,8 @@ class Stack:
 
 
 class AdapterStack(nn.Module):
-    """Named MAD-X adapters on a causal LM: per name, one bottleneck adapter per layer (after the FFN output) and,
+    """Named MAD-X adapters on a causal LM or a BERT-style encoder (a model without an output head: the invertible
+    adapter's inverse is then not applied; e.g. :class:`xlt.tasks.colbert_xm.LanguageModularEncoder`): per name, one bottleneck adapter per layer (after the FFN output) and,
     with ``invertible=True`` (language adapters), an invertible adapter on the embeddings. Hooks apply the
     active :class:`Stack`; the base model's weights are untouched."""
 
@@ -189,7 +190,9 @@ class AdapterStack(nn.Module):
         for i, layer in enumerate(arch.layers(model)):
             self._handles.append(arch.ffn(layer, model).register_forward_hook(after_ffn(i), with_kwargs=True))
         self._handles.append(base.get_input_embeddings().register_forward_hook(after_embed))
-        self._handles.append(base.get_output_embeddings().register_forward_pre_hook(before_head))
+        head = base.get_output_embeddings()
+        if head is not None:  # an encoder without an output head (BERT-style, e.g. ColBERT-XM): no inverse to apply
+            self._handles.append(head.register_forward_pre_hook(before_head))
 
     def detach(self) -> None:
         for h in self._handles:
