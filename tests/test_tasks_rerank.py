@@ -280,3 +280,34 @@ def test_real_e5_pair_layout_and_split_with_equal_adapters():
         for a, b in zip(rr.encoder.adapters.parameters_of("lang/swh"), rr.encoder.adapters.parameters_of("lang/eng")):
             a.copy_(b)
     assert (rr(*t, "en", "sw", "split") - rr(*t, "en", "sw", "qlang")).abs().max() <= 1e-6
+
+
+def test_retrieve_eval_with_a_reranker(tok, tmp_path, monkeypatch):
+    """`xlt retrieve eval --rerank`: an "adapter+rerank" row that reorders the adapter run's candidates (the same
+    set: equal recall@k at k = the candidates), the reranker recorded in the settings; a pair in a language the
+    reranker lacks is refused before anything is written."""
+    import xlt.tasks.colbert_xm as cx
+
+    docs = _texts(20, 12)
+    queries = [d.split(" ", 1)[-1] or d for d in docs[:6]]
+    monkeypatch.setattr(cx, "bible_eval_set", lambda pair, split, n_docs, n_queries, seed: (
+        queries, list(range(6)), docs, [f"d{i}" for i in range(len(docs))]))
+    rr = _trained(CrossEncoderReranker(_encoder(tok), OPTS, seed=3).eval())
+    rr.encoder.save(tmp_path / "run" / "encoder")
+    rr.save(tmp_path / "rank")
+    m = cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, rerank=tmp_path / "rank", rerank_mode="split")
+    res = m["results"]["en-fr"]
+    assert set(res) == {"adapter", "none", "adapter+rerank"}
+    assert res["adapter+rerank"]["recall@100"] == res["adapter"]["recall@100"] == 1.0
+    assert m["settings"]["rerank"] == "rank" and m["settings"]["rerank_mode"] == "split"
+    assert (tmp_path / "run" / "eval-test" / "metrics.json").is_file()
+
+    other = _encoder(tok)
+    other.add_language("de")  # the run has a German adapter, the reranker none
+    other.save(tmp_path / "run2" / "encoder")
+    with pytest.raises(XltError, match="no adapter for"):
+        cx.run_eval(tmp_path / "run2", ["en-de"], n_docs=12, rerank=tmp_path / "rank")
+    assert not (tmp_path / "run2" / "eval-test").exists()
+    with pytest.raises(XltError, match="mode"):
+        cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, rerank=tmp_path / "rank", rerank_mode="sideways",
+                    overwrite=True)

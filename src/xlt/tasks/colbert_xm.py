@@ -546,10 +546,11 @@ def rank_metrics(ranked: torch.Tensor, gold: Sequence[int], ks: Sequence[int] = 
 
 def evaluate(encoder: LanguageModularEncoder, queries: Sequence[str], gold: Sequence[int], docs: Sequence[str],
              doc_ids: Sequence[str], query_lang: str | None, doc_lang: str | None, batch_size: int = 64,
-             index: DocIndex | None = None) -> tuple[dict, DocIndex]:
+             index: DocIndex | None = None, return_ranked: bool = False) -> tuple:
     """Retrieval metrics of ``queries`` (each with its relevant document ``gold[i]``) over ``docs``: documents
     through ``doc_lang``'s adapter, queries through ``query_lang``'s (``None``: no adapter). ``index``: reuse one
-    built with the same encoder and ``doc_lang``."""
+    built with the same encoder and ``doc_lang``. Returns ``(metrics, index)``, and the (queries, 100) ranked
+    document indices third with ``return_ranked``."""
     # an untrained (identity) adapter gives bit-identical vectors: encode without it, so its index is shared
     encoder.set_language(None if doc_lang is None or encoder.is_identity(doc_lang) else doc_lang)
     if index is None or index.encoder_hash != encoder.fingerprint():
@@ -557,6 +558,8 @@ def evaluate(encoder: LanguageModularEncoder, queries: Sequence[str], gold: Sequ
     encoder.set_language(query_lang)
     Q = encoder.encode_queries(list(queries), batch_size)
     _, ranked = topk(maxsim(Q, None, index), min(100, len(index)))
+    if return_ranked:
+        return rank_metrics(ranked, gold), index, ranked
     return rank_metrics(ranked, gold), index
 
 
@@ -735,9 +738,12 @@ def run_adapter(run: str | Path, lang: str, corpus: str = "bible", steps: int = 
 
 def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs: int = 5000,
              n_queries: int | None = None, out: str | Path | None = None, batch_size: int = 64, seed: int = 0,
-             overwrite: bool = False, log=None) -> dict:
+             overwrite: bool = False, log=None, rerank: str | Path | None = None, rerank_mode: str = "split",
+             rerank_k: int = 100) -> dict:
     """``xlt retrieve eval``: MRR@10 and recall@1/10/100 per language pair, queries and documents through their
-    languages' adapters ("adapter") and through none ("none"). Writes ``metrics.json`` and ``report.html``."""
+    languages' adapters ("adapter") and through none ("none"); with ``rerank`` (a
+    :class:`~xlt.tasks.rerank.CrossEncoderReranker` folder) also the adapter run's top ``rerank_k`` reordered by the
+    reranker in CLIR mode ``rerank_mode`` ("adapter+rerank"). Writes ``metrics.json`` and ``report.html``."""
     import html
 
     from xlt.report.html import _table
@@ -756,6 +762,15 @@ def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs:
         raise XltError(f"the encoder has no adapter for {', '.join(missing)}; it has adapters for: "
                        f"{', '.join(enc.languages)}", f"train them first: `xlt retrieve adapter {run} --lang "
                                                       f"{missing[0]}` (one call per language)")
+    reranker = None
+    if rerank is not None:
+        from xlt.tasks.rerank import CrossEncoderReranker, _check_mode
+
+        _check_mode(rerank_mode)
+        reranker = CrossEncoderReranker.load(rerank)
+        for p in pairs:
+            for c in p.split("-"):
+                reranker._code(c)  # a language the reranker has no adapter for: one error before any work
     sets = {p: bible_eval_set(p, split, n_docs, n_queries, seed) for p in pairs}  # bad pairs fail before any work
     results, indexes = {}, {}
     t0 = time.perf_counter()
@@ -765,12 +780,23 @@ def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs:
         for mode, (qa, da) in {"adapter": (x, y), "none": (None, None)}.items():
             # an adapter that is still the identity (zero up-projections) gives bit-identical vectors: reuse
             key = (y, da if da is not None and not enc.is_identity(da) else None, tuple(ids))
-            m, indexes[key] = evaluate(enc, queries, gold, docs, ids, qa, da, batch_size, indexes.get(key))
+            m, indexes[key], ranked = evaluate(enc, queries, gold, docs, ids, qa, da, batch_size, indexes.get(key),
+                                               return_ranked=True)
             results[p][mode] = m
             if log:
                 log(p, mode, m)
+            if reranker is not None and mode == "adapter":
+                from xlt.tasks.rerank import rerank as rerank_top
+
+                new = rerank_top(reranker, queries, docs, ranked, k=rerank_k, batch_size=batch_size,
+                                 query_lang=x, doc_lang=y, mode=rerank_mode)
+                results[p]["adapter+rerank"] = rank_metrics(new, gold)
+                if log:
+                    log(p, "adapter+rerank", results[p]["adapter+rerank"])
     metrics = {"settings": {"run": run.name, "pairs": pairs, "split": split, "n_docs": n_docs, "n_queries": n_queries,
-                            "seed": seed},
+                            "seed": seed, "rerank": Path(rerank).name if rerank is not None else None,
+                            "rerank_mode": rerank_mode if rerank is not None else None,
+                            "rerank_k": rerank_k if rerank is not None else None},
                "results": results, "seconds": time.perf_counter() - t0,
                "definition": "exact MaxSim over all documents; one relevant document per query (the same verse); "
                              "adapter = query and document through their languages' adapters, none = no adapter"}

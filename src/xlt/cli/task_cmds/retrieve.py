@@ -81,14 +81,20 @@ def eval_cmd(
     batch_size: int = typer.Option(64, help="Texts per encoder batch."),
     seed: int = typer.Option(0, help="Seed of the distractor documents and their order."),
     overwrite: bool = typer.Option(False, help="Replace the output folder if it exists."),
+    rerank: Optional[Path] = typer.Option(None, help="A cross-encoder reranker folder (xlt.tasks.rerank."
+                                                     "CrossEncoderReranker.save): also rerank the adapter run's top k."),
+    rerank_mode: str = typer.Option("split", help="CLIR mode of the reranker: qlang | dlang | split | both."),
+    rerank_k: int = typer.Option(100, help="First-stage candidates the reranker reorders."),
 ):
-    """MRR@10 and recall@1/10/100 per pair, with the languages' adapters and without any adapter."""
+    """MRR@10 and recall@1/10/100 per pair, with the languages' adapters and without any adapter (and reranked with
+    --rerank)."""
     from rich.table import Table
 
     from xlt.cli.common import out as console
     from xlt.tasks.colbert_xm import run_eval
 
-    m = run_eval(run, pairs.split(","), split, n_docs, n_queries, out, batch_size, seed, overwrite)
+    m = run_eval(run, pairs.split(","), split, n_docs, n_queries, out, batch_size, seed, overwrite, rerank=rerank,
+                 rerank_mode=rerank_mode, rerank_k=rerank_k)
     t = Table(title=f"retrieval, {split} split, {n_docs} documents ({m['seconds']:.0f} s)")
     for c in ("pair", "adapters", "queries", "MRR@10", "R@1", "R@10", "R@100"):
         t.add_column(c, justify="left" if c in ("pair", "adapters") else "right")
