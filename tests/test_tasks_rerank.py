@@ -295,19 +295,20 @@ def test_retrieve_eval_with_a_reranker(tok, tmp_path, monkeypatch):
     rr = _trained(CrossEncoderReranker(_encoder(tok), OPTS, seed=3).eval())
     rr.encoder.save(tmp_path / "run" / "encoder")
     rr.save(tmp_path / "rank")
-    m = cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, rerank=tmp_path / "rank", rerank_mode="split")
+    loaded = CrossEncoderReranker.load(tmp_path / "rank")
+    m = cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, reranker=loaded, rerank_mode="split")
     res = m["results"]["en-fr"]
     assert set(res) == {"adapter", "none", "adapter+rerank"}
     assert res["adapter+rerank"]["recall@100"] == res["adapter"]["recall@100"] == 1.0
-    assert m["settings"]["rerank"] == "rank" and m["settings"]["rerank_mode"] == "split"
+    assert m["settings"]["rerank"] is True and m["settings"]["rerank_mode"] == "split"
     assert (tmp_path / "run" / "eval-test" / "metrics.json").is_file()
 
     other = _encoder(tok)
     other.add_language("de")  # the run has a German adapter, the reranker none
     other.save(tmp_path / "run2" / "encoder")
     with pytest.raises(XltError, match="no adapter for"):
-        cx.run_eval(tmp_path / "run2", ["en-de"], n_docs=12, rerank=tmp_path / "rank")
+        cx.run_eval(tmp_path / "run2", ["en-de"], n_docs=12, reranker=loaded)
     assert not (tmp_path / "run2" / "eval-test").exists()
     with pytest.raises(XltError, match="mode"):
-        cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, rerank=tmp_path / "rank", rerank_mode="sideways",
+        cx.run_eval(tmp_path / "run", ["en-fr"], n_docs=12, reranker=loaded, rerank_mode="sideways",
                     overwrite=True)

@@ -31,6 +31,7 @@ from torch import nn
 from xlt.errors import XltError
 from xlt.options import option, positive
 from xlt.tasks.maxsim import DocIndex, maxsim, maxsim_padded, topk
+from xlt.tasks.maxsim import rerank as rerank_top
 from xlt.tasks.registry import register_loss, register_module
 
 PAPER = "ColBERT-XM (Louis, Saxena, van Dijck, Spanakis; COLING 2025; arXiv 2402.15059)"
@@ -738,12 +739,12 @@ def run_adapter(run: str | Path, lang: str, corpus: str = "bible", steps: int = 
 
 def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs: int = 5000,
              n_queries: int | None = None, out: str | Path | None = None, batch_size: int = 64, seed: int = 0,
-             overwrite: bool = False, log=None, rerank: str | Path | None = None, rerank_mode: str = "split",
+             overwrite: bool = False, log=None, reranker=None, rerank_mode: str = "split",
              rerank_k: int = 100) -> dict:
     """``xlt retrieve eval``: MRR@10 and recall@1/10/100 per language pair, queries and documents through their
-    languages' adapters ("adapter") and through none ("none"); with ``rerank`` (a
-    :class:`~xlt.tasks.rerank.CrossEncoderReranker` folder) also the adapter run's top ``rerank_k`` reordered by the
-    reranker in CLIR mode ``rerank_mode`` ("adapter+rerank"). Writes ``metrics.json`` and ``report.html``."""
+    languages' adapters ("adapter") and through none ("none"); with ``reranker`` (a loaded
+    :class:`~xlt.tasks.rerank.CrossEncoderReranker`) also the adapter run's top ``rerank_k`` reordered by it in CLIR
+    mode ``rerank_mode`` ("adapter+rerank"). Writes ``metrics.json`` and ``report.html``."""
     import html
 
     from xlt.report.html import _table
@@ -762,15 +763,9 @@ def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs:
         raise XltError(f"the encoder has no adapter for {', '.join(missing)}; it has adapters for: "
                        f"{', '.join(enc.languages)}", f"train them first: `xlt retrieve adapter {run} --lang "
                                                       f"{missing[0]}` (one call per language)")
-    reranker = None
-    if rerank is not None:
-        from xlt.tasks.rerank import CrossEncoderReranker, _check_mode
-
-        _check_mode(rerank_mode)
-        reranker = CrossEncoderReranker.load(rerank)
-        for p in pairs:
-            for c in p.split("-"):
-                reranker._code(c)  # a language the reranker has no adapter for: one error before any work
+    if reranker is not None:  # a mode or a language the reranker lacks: one error before any work
+        reranker.check_mode(rerank_mode)
+        reranker.check_languages(*(c for p in pairs for c in p.split("-")))
     sets = {p: bible_eval_set(p, split, n_docs, n_queries, seed) for p in pairs}  # bad pairs fail before any work
     results, indexes = {}, {}
     t0 = time.perf_counter()
@@ -786,17 +781,15 @@ def run_eval(run: str | Path, pairs: Sequence[str], split: str = "test", n_docs:
             if log:
                 log(p, mode, m)
             if reranker is not None and mode == "adapter":
-                from xlt.tasks.rerank import rerank as rerank_top
-
                 new = rerank_top(reranker, queries, docs, ranked, k=rerank_k, batch_size=batch_size,
                                  query_lang=x, doc_lang=y, mode=rerank_mode)
                 results[p]["adapter+rerank"] = rank_metrics(new, gold)
                 if log:
                     log(p, "adapter+rerank", results[p]["adapter+rerank"])
     metrics = {"settings": {"run": run.name, "pairs": pairs, "split": split, "n_docs": n_docs, "n_queries": n_queries,
-                            "seed": seed, "rerank": Path(rerank).name if rerank is not None else None,
-                            "rerank_mode": rerank_mode if rerank is not None else None,
-                            "rerank_k": rerank_k if rerank is not None else None},
+                            "seed": seed, "rerank": reranker is not None,
+                            "rerank_mode": rerank_mode if reranker is not None else None,
+                            "rerank_k": rerank_k if reranker is not None else None},
                "results": results, "seconds": time.perf_counter() - t0,
                "definition": "exact MaxSim over all documents; one relevant document per query (the same verse); "
                              "adapter = query and document through their languages' adapters, none = no adapter"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -187,4 +188,30 @@ def brute_force_maxsim(Q, q_mask, docs: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-__all__ = ["DocIndex", "brute_force_maxsim", "maxsim", "maxsim_padded", "topk"]
+def rerank(reranker, queries: Sequence[str], docs: Sequence[str], first_stage_topk, k: int = 100,
+           batch_size: int = 32, **score_kwargs) -> torch.Tensor:
+    """The first ``k`` candidates of each query (row ``i`` of ``first_stage_topk``: document indices, best first)
+    reordered by ``reranker.score(query_texts, doc_texts, **score_kwargs)`` (higher first; ties keep the first-stage
+    order). Returns (n_queries, min(k, candidates)) document indices: the same set per row, new order."""
+    cand = torch.as_tensor(first_stage_topk, dtype=torch.long)
+    if cand.dim() != 2 or cand.shape[0] != len(queries):
+        raise XltError(f"first_stage_topk has shape {tuple(cand.shape)} for {len(queries)} queries",
+                       "give one row of candidate document indices per query (e.g. the indices from search)")
+    if k < 1:
+        raise XltError(f"k must be ≥ 1, got {k}", "rerank e.g. the top 100 (k=100)")
+    cand = cand[:, :k]
+    if cand.numel() and (int(cand.min()) < 0 or int(cand.max()) >= len(docs)):
+        raise XltError(f"candidate indices must lie in 0…{len(docs) - 1} (got {int(cand.min())}…{int(cand.max())})",
+                       "give indices into docs, as search returns them")
+    if cand.numel() == 0:
+        return cand
+    n, c = cand.shape
+    flat = cand.reshape(-1).tolist()
+    scores = reranker.score([queries[i // c] for i in range(n * c)], [docs[j] for j in flat],
+                            batch_size=batch_size, **score_kwargs)
+    scores = torch.as_tensor(scores, dtype=torch.float64).reshape(n, c)
+    order = torch.sort(-scores, dim=1, stable=True).indices  # stable: ties stay in first-stage order
+    return torch.gather(cand, 1, order)
+
+
+__all__ = ["DocIndex", "brute_force_maxsim", "maxsim", "maxsim_padded", "rerank", "topk"]

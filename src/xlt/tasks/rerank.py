@@ -36,6 +36,7 @@ from torch import nn
 from xlt.errors import XltError
 from xlt.options import option, positive
 from xlt.tasks.colbert_xm import LanguageModularEncoder, language_code
+from xlt.tasks.maxsim import rerank  # noqa: F401 (part of this module's API)
 from xlt.tasks.registry import register_loss, register_module
 
 PAPER = "Parameter-Efficient Neural Reranking for Cross-Lingual and Multilingual Retrieval (Litschko, Vulić, " \
@@ -147,6 +148,16 @@ class CrossEncoderReranker(nn.Module):
             p.requires_grad_(True)
 
     # -- languages --
+    @staticmethod
+    def check_mode(mode: str) -> None:
+        """One error listing the CLIR modes when ``mode`` is not one of them."""
+        _check_mode(mode)
+
+    def check_languages(self, *langs: str) -> None:
+        """One error naming the first language the reranker's encoder has no adapter for."""
+        for lang in langs:
+            self._code(lang)
+
     def _code(self, lang: str) -> str:
         code = language_code(lang)
         if code not in self.encoder.languages:
@@ -331,32 +342,6 @@ def train_ranking_adapter(reranker: CrossEncoderReranker, examples: Sequence[tup
         p.requires_grad_(False)
     return {"losses": losses, "seconds": time.perf_counter() - t0, "steps": steps, "batch_size": batch_size,
             "lr": lr, "language": language_code(lang), "trainable_parameters": sum(p.numel() for p in params)}
-
-
-def rerank(reranker, queries: Sequence[str], docs: Sequence[str], first_stage_topk, k: int = 100,
-           batch_size: int = 32, **score_kwargs) -> torch.Tensor:
-    """The first ``k`` candidates of each query (row ``i`` of ``first_stage_topk``: document indices, best first)
-    reordered by ``reranker.score(query_texts, doc_texts, **score_kwargs)`` (higher first; ties keep the first-stage
-    order). Returns (n_queries, min(k, candidates)) document indices: the same set per row, new order."""
-    cand = torch.as_tensor(first_stage_topk, dtype=torch.long)
-    if cand.dim() != 2 or cand.shape[0] != len(queries):
-        raise XltError(f"first_stage_topk has shape {tuple(cand.shape)} for {len(queries)} queries",
-                       "give one row of candidate document indices per query (e.g. the indices from search)")
-    if k < 1:
-        raise XltError(f"k must be ≥ 1, got {k}", "rerank e.g. the top 100 (k=100)")
-    cand = cand[:, :k]
-    if cand.numel() and (int(cand.min()) < 0 or int(cand.max()) >= len(docs)):
-        raise XltError(f"candidate indices must lie in 0…{len(docs) - 1} (got {int(cand.min())}…{int(cand.max())})",
-                       "give indices into docs, as search returns them")
-    if cand.numel() == 0:
-        return cand
-    n, c = cand.shape
-    flat = cand.reshape(-1).tolist()
-    scores = reranker.score([queries[i // c] for i in range(n * c)], [docs[j] for j in flat],
-                            batch_size=batch_size, **score_kwargs)
-    scores = torch.as_tensor(scores, dtype=torch.float64).reshape(n, c)
-    order = torch.sort(-scores, dim=1, stable=True).indices  # stable: ties stay in first-stage order
-    return torch.gather(cand, 1, order)
 
 
 __all__ = ["MODES", "CrossEncoderReranker", "PointwiseBCEOptions", "RerankerOptions", "pointwise_bce",

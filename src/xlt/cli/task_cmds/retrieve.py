@@ -93,8 +93,13 @@ def eval_cmd(
     from xlt.cli.common import out as console
     from xlt.tasks.colbert_xm import run_eval
 
-    m = run_eval(run, pairs.split(","), split, n_docs, n_queries, out, batch_size, seed, overwrite, rerank=rerank,
-                 rerank_mode=rerank_mode, rerank_k=rerank_k)
+    reranker = None
+    if rerank is not None:
+        from xlt.tasks.rerank import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker.load(rerank)
+    m = run_eval(run, pairs.split(","), split, n_docs, n_queries, out, batch_size, seed, overwrite,
+                 reranker=reranker, rerank_mode=rerank_mode, rerank_k=rerank_k)
     t = Table(title=f"retrieval, {split} split, {n_docs} documents ({m['seconds']:.0f} s)")
     for c in ("pair", "adapters", "queries", "MRR@10", "R@1", "R@10", "R@100"):
         t.add_column(c, justify="left" if c in ("pair", "adapters") else "right")
