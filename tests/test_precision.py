@@ -141,6 +141,7 @@ def test_bpb_under_bf16_says_so_and_stays_close():
     assert a.bytes == b.bytes and abs(a.bits_per_byte - b.bits_per_byte) < 0.02 * a.bits_per_byte
 
 
+@pytest.mark.heavy
 def test_compiled_training_tracks_eager_and_saves_plain_weights(tmp_path, blocks):
     """--compile yes: both stages run through torch.compile (the first step of each compiles), the losses track the
     eager run's, and the checkpoint holds the model's own parameter names (not the compiled wrapper's)."""
