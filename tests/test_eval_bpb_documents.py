@@ -95,7 +95,7 @@ def _lm_eval_bpb(model, tok, texts, tmp_path, max_length):
 
 
 @pytest.mark.skipif(not has_package("lm_eval"), reason="needs the eval extra (lm-eval)")
-@pytest.mark.parametrize("kind", ["byte-bpe", "sp-bpe"])
+@pytest.mark.parametrize("kind", [pytest.param("byte-bpe", marks=pytest.mark.heavy), "sp-bpe"])
 def test_documents_mode_equals_lm_eval_bits_per_byte(kind, source_texts, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     tok = make_tokenizer(kind, source_texts, vocab_size=300)

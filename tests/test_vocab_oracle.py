@@ -157,7 +157,8 @@ def smollm2_tokenizer():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lang,partial_rows", [("ko", "mix"), pytest.param("ru", "copy", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("lang,partial_rows", [pytest.param("ko", "mix", marks=pytest.mark.heavy),
+                                              pytest.param("ru", "copy", marks=pytest.mark.heavy)])
 def test_equal_to_the_dense_definitions_on_the_bible(smollm2_tokenizer, lang, partial_rows):
     """SmolLM2 → an 8,000-token tokenizer trained on the Bible in ``lang`` (fastText on 12,000 verses each side).
     Hangul's 3-byte syllables leave partial-UTF-8 tokens that SmolLM2 lacks (FOCUS mixes them); Cyrillic's 2-byte
