@@ -722,11 +722,9 @@ def _scrub(text: str) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from xlt.util import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def _command() -> str:
