@@ -15,37 +15,18 @@ from xlt.tasks.colbert_xm import ColbertXMOptions, LanguageModularEncoder, rank_
 from xlt.tasks.rerank import (MODES, CrossEncoderReranker, RerankerOptions, pointwise_bce, pointwise_examples, rerank,
                               train_ranking_adapter)
 
-torch.set_num_threads(1)
+from tiny_bert import WORDS, texts, tiny_bert as _bert, word_tokenizer
 
-WORDS = [f"w{i}" for i in range(60)]
+torch.set_num_threads(1)
 
 
 def _texts(seed: int, n: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 10))) for _ in range(n)]
+    return texts(seed, n)
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate(specials + ["query", ":", "passage"] + WORDS)}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    t.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-    return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-
-
-def _bert(tok, seed=0):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
-    return BertModel(cfg, add_pooling_layer=False).eval()
+    return word_tokenizer()
 
 
 OPTS = RerankerOptions(reduction=4, query_length=8, max_length=24)
