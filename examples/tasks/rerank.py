@@ -8,7 +8,12 @@
 3. MRR@10 and recall@1/10 before and after reranking, for en-en (BBE query → KJV verse) and en-sw (English query →
    Swahili verse, ``split`` mode: query tokens through en's adapter, document tokens through sw's).
 
-    OMP_NUM_THREADS=1 .venv/bin/python examples/tasks/rerank.py [--steps 40] [--n-docs 200] [--n-queries 40]
+``--kind sparse``: the paper's sparse variant instead (:mod:`xlt.tasks.sparse_rerank`): English and Swahili language
+deltas by LT-SFT of masked LM (``--lang-steps`` full + as many sparse steps each), a ranking delta by LT-SFT of the
+BCE on top of θ₀ + φ_en, composed as θ₀ + φ_en + φ_rank (en-en) and θ₀ + φ_en + φ_sw + φ_rank (en-sw, mode
+``both``).
+
+    OMP_NUM_THREADS=2 .venv/bin/python examples/tasks/rerank.py [--kind adapter|sparse] [--steps 40] [--n-docs 200]
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ def main() -> None:
     ap.add_argument("--n-docs", type=int, default=200)
     ap.add_argument("--n-queries", type=int, default=40)
     ap.add_argument("--k", type=int, default=20, help="first-stage candidates reranked per query")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kind", choices=("adapter", "sparse"), default="adapter",
+                    help="ranking adapter + language adapters, or composed LT-SFT sparse deltas")
+    ap.add_argument("--lang-steps", type=int, default=10, help="sparse: LT-SFT steps per phase of each language delta")
+    ap.add_argument("--density", type=float, default=0.01, help="sparse: share of the body's entries per delta")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -35,14 +44,35 @@ def main() -> None:
 
     t0 = time.perf_counter()
     enc = LanguageModularEncoder.from_pretrained_encoder("e5", ["en", "sw"], seed=0).eval()
-    rr = CrossEncoderReranker(enc, RerankerOptions(reduction=16, query_length=64, max_length=160), seed=0)
-    res = train_ranking_adapter(rr, pointwise_examples(bible_triples(400, seed=0)), "en", steps=args.steps,
-                                batch_size=16, lr=1e-3, seed=0)
-    first, last = sum(res["losses"][:5]) / 5, sum(res["losses"][-5:]) / 5
-    print(f"ranking adapter: {res['trainable_parameters']:,} parameters, {res['steps']} steps, BCE (mean of 5) "
-          f"{first:.3f} -> {last:.3f} ({res['seconds']:.0f} s)")
+    examples = pointwise_examples(bible_triples(400, seed=0))
+    if args.kind == "adapter":
+        rr = CrossEncoderReranker(enc, RerankerOptions(reduction=16, query_length=64, max_length=160), seed=0)
+        res = train_ranking_adapter(rr, examples, "en", steps=args.steps, batch_size=16, lr=1e-3, seed=0)
+        losses = res["losses"]
+        what = f"ranking adapter: {res['trainable_parameters']:,} parameters, {res['steps']} steps"
+        modes = {"en-en": "qlang", "en-sw": "split"}
+    else:
+        from xlt.corpora import open_corpus
+        from xlt.tasks.sparse_rerank import SparseDeltaReranker, SparseRerankerOptions, train_language_sft, \
+            train_ranking_sft
+
+        rr = SparseDeltaReranker.from_pretrained_encoder("e5", SparseRerankerOptions(query_length=64, max_length=160))
+        bible = open_corpus("bible")
+        for lang, code in (("en", "eng"), ("sw", "swh")):
+            r = train_language_sft(rr, bible.texts(code, "train"), lang, density=args.density,
+                                   full_steps=args.lang_steps, sparse_steps=args.lang_steps, batch_size=8, seed=0)
+            print(f"language delta {code}: {r['nnz']:,} entries, MLM {r['losses_full'][0]:.3f} -> "
+                  f"{r['losses_sparse'][-1]:.3f} ({r['seconds']:.0f} s)")
+        half = max(1, args.steps // 2)
+        res = train_ranking_sft(rr, examples, "en", density=args.density, full_steps=half, sparse_steps=half,
+                                batch_size=16, lr=3e-5, head_lr=1e-3, seed=0)
+        losses = res["losses_sparse"]
+        what = f"ranking delta: {res['nnz']:,} entries, {half} full + {half} sparse steps"
+        modes = {"en-en": "qlang", "en-sw": "both"}
+    first, last = sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])
+    print(f"{what}, BCE (mean of 5) {first:.3f} -> {last:.3f} ({res['seconds']:.0f} s)")
     print(f"{'pair':6} {'mode':6} {'MRR@10':>15} {'R@1':>13} {'R@10':>13}")
-    for pair, mode in (("en-en", "qlang"), ("en-sw", "split")):
+    for pair, mode in modes.items():
         queries, gold, docs, ids = bible_eval_set(pair, "test", args.n_docs, args.n_queries, seed=0)
         enc.set_language(None)  # both adapters are the identity here: one index serves both
         _, cand = enc.search(queries, enc.build_index(docs, ids), k=args.k)

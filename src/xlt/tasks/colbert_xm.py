@@ -475,6 +475,33 @@ def language_vocabulary(encoder: LanguageModularEncoder, texts: Sequence[str]) -
     return torch.tensor(seen, dtype=torch.long)
 
 
+def mlm_loss_at(bert, tokenizer, texts: Sequence[str], vocab: torch.Tensor, batch_size: int = 16,
+                mask_prob: float = 0.15, max_length: int = 128, seed: int = 0):
+    """``loss_at(step)``: the :func:`restricted_mlm` loss of the next random batch of ``texts`` through ``bert``
+    (BERT masking, softmax over ``vocab``, output layer tied to the word embeddings). Seeded: batches, masks and
+    dropout follow from ``seed`` and the call order."""
+    n_vocab = bert.get_input_embeddings().weight.shape[0]
+    row_of = torch.full((n_vocab,), -100, dtype=torch.long)
+    row_of[vocab] = torch.arange(len(vocab))
+    special = torch.zeros(n_vocab, dtype=torch.bool)
+    special[list(tokenizer.all_special_ids)] = True
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    E = bert.get_input_embeddings().weight
+
+    def loss_at(step: int) -> torch.Tensor:
+        batch = [texts[rng.randrange(len(texts))] for _ in range(batch_size)]
+        enc = tokenizer(list(batch), truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                        return_token_type_ids=False)
+        x, targets = _mask_tokens(enc["input_ids"], enc["attention_mask"], special, row_of, vocab,
+                                  tokenizer.mask_token_id, mask_prob, g)
+        h = bert(input_ids=x, attention_mask=enc["attention_mask"]).last_hidden_state
+        return restricted_mlm(h, E[vocab], targets)
+
+    return loss_at
+
+
 def train_language_adapter(encoder: LanguageModularEncoder, texts: Sequence[str], lang: str, steps: int = 100,
                            batch_size: int = 16, lr: float = 1e-4, mask_prob: float = 0.15, max_length: int = 128,
                            seed: int = 0, log=None) -> dict:
@@ -487,11 +514,6 @@ def train_language_adapter(encoder: LanguageModularEncoder, texts: Sequence[str]
     if code not in encoder.languages:
         encoder.add_language(code, seed=seed)
     vocab = language_vocabulary(encoder, texts)
-    n_vocab = encoder.get_input_embeddings().weight.shape[0]
-    row_of = torch.full((n_vocab,), -100, dtype=torch.long)
-    row_of[vocab] = torch.arange(len(vocab))
-    special = torch.zeros(n_vocab, dtype=torch.bool)
-    special[list(encoder.tokenizer.all_special_ids)] = True
     encoder.set_language(code)
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -499,22 +521,12 @@ def train_language_adapter(encoder: LanguageModularEncoder, texts: Sequence[str]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    tok = encoder.tokenizer
-    E = encoder.get_input_embeddings().weight
+    loss_at = mlm_loss_at(encoder.bert, encoder.tokenizer, texts, vocab, batch_size, mask_prob, max_length, seed)
     losses = []
     encoder.train()
     t0 = time.perf_counter()
     for step in range(steps):
-        batch = [texts[rng.randrange(len(texts))] for _ in range(batch_size)]
-        enc = tok(list(batch), truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-                  return_token_type_ids=False)
-        x, targets = _mask_tokens(enc["input_ids"], enc["attention_mask"], special, row_of, vocab,
-                                  tok.mask_token_id, mask_prob, g)
-        h = encoder.bert(input_ids=x, attention_mask=enc["attention_mask"]).last_hidden_state
-        loss = restricted_mlm(h, E[vocab], targets)
+        loss = loss_at(step)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -565,7 +577,7 @@ def evaluate(encoder: LanguageModularEncoder, queries: Sequence[str], gold: Sequ
 
 
 __all__ = ["ColbertXMOptions", "LanguageModularEncoder", "colbert_pairwise_ce", "evaluate", "language_code",
-           "language_vocabulary", "rank_metrics", "restricted_mlm", "train_language_adapter", "train_retrieval"]
+           "language_vocabulary", "mlm_loss_at", "rank_metrics", "restricted_mlm", "train_language_adapter", "train_retrieval"]
 
 
 # ------------------------------------------------------------------------------------------------------------------

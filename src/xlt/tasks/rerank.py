@@ -76,6 +76,35 @@ def pointwise_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def pair_batch(tok, queries: Sequence[str], docs: Sequence[str], query_length: int, max_length: int,
+               token_types: bool = True):
+    """``(ids, attention, token types, query mask)`` of ``[CLS] query [SEP] document [SEP]`` rows (the tokenizer's
+    pair template): queries cut at ``query_length`` tokens (at a token boundary of the text), documents cut to fill
+    ``max_length``; the query mask is True on the query segment (its special tokens included); token types 1 on the
+    document segment when ``token_types`` (else all 0)."""
+    if len(queries) != len(docs):
+        raise XltError(f"{len(queries)} queries but {len(docs)} documents", "give one query per document")
+    if query_length + tok.num_special_tokens_to_add(pair=True) >= max_length:
+        raise XltError(f"query_length {query_length} leaves no room for the document in max_length "
+                       f"{max_length}", "raise max_length or lower query_length")
+    cut = tok(list(queries), add_special_tokens=False, truncation=True, max_length=query_length,
+              return_offsets_mapping=True)["offset_mapping"]
+    queries = [q[:off[-1][1]] if off else "" for q, off in zip(queries, cut)]
+    rows = tok(queries, list(docs), truncation="only_second", max_length=max_length,
+               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    qlens = [len(r) for r in tok(queries, return_attention_mask=False, return_token_type_ids=False)["input_ids"]]
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)
+    att = torch.zeros(len(rows), L, dtype=torch.long)
+    pos = torch.arange(L)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = torch.tensor(row)
+        att[r, :len(row)] = 1
+    qmask = pos[None, :] < torch.tensor(qlens)[:, None]
+    types = (~qmask & att.bool()).long() if token_types else torch.zeros_like(ids)
+    return ids, att, types, qmask
+
+
 @dataclass
 class RerankerOptions:
     reduction: int = option(16, "ranking adapter bottleneck = hidden size / reduction (MAD-X task adapters: 16)",
@@ -91,7 +120,7 @@ def _check_mode(mode: str) -> None:
 
 @register_module("cross_encoder_reranker", description="cross-encoder reranker (point-wise BCE) over a BERT encoder "
                  "with language adapters + a ranking adapter; CLIR modes qlang/dlang/split/both",
-                 options=RerankerOptions, paper=PAPER)
+                 options=RerankerOptions, paper=PAPER, reranker_config=CONFIG)
 class CrossEncoderReranker(nn.Module):
     """``CrossEncoderReranker(encoder)``: relevance logits of (query, document) pairs through ``encoder``'s BERT,
     its language adapters (Lq / Ld per :data:`MODES`), a ranking adapter per layer and a linear head on [CLS].
@@ -169,32 +198,10 @@ class CrossEncoderReranker(nn.Module):
 
     # -- tokenisation --
     def tokenize(self, queries: Sequence[str], docs: Sequence[str]):
-        """``(ids, attention, token types, query mask)`` of ``[CLS] query [SEP] document [SEP]`` rows (the tokenizer's
-        pair template); the query mask is True on the query segment (its special tokens included)."""
-        if len(queries) != len(docs):
-            raise XltError(f"{len(queries)} queries but {len(docs)} documents", "give one query per document")
-        tok = self.tokenizer
-        o = self.options
-        if o.query_length + tok.num_special_tokens_to_add(pair=True) >= o.max_length:
-            raise XltError(f"query_length {o.query_length} leaves no room for the document in max_length "
-                           f"{o.max_length}", "raise max_length or lower query_length")
-        # queries are cut at query_length tokens (at a token boundary of the text), documents to fill max_length
-        cut = tok(list(queries), add_special_tokens=False, truncation=True, max_length=o.query_length,
-                  return_offsets_mapping=True)["offset_mapping"]
-        queries = [q[:off[-1][1]] if off else "" for q, off in zip(queries, cut)]
-        rows = tok(queries, list(docs), truncation="only_second", max_length=o.max_length,
-                   return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        qlens = [len(r) for r in tok(queries, return_attention_mask=False, return_token_type_ids=False)["input_ids"]]
-        L = max(len(r) for r in rows)
-        ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)
-        att = torch.zeros(len(rows), L, dtype=torch.long)
-        pos = torch.arange(L)
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
-            att[r, :len(row)] = 1
-        qmask = pos[None, :] < torch.tensor(qlens)[:, None]
-        types = (~qmask & att.bool()).long() if self.encoder.bert.config.type_vocab_size > 1 else torch.zeros_like(ids)
-        return ids, att, types, qmask
+        """``(ids, attention, token types, query mask)`` of ``[CLS] query [SEP] document [SEP]`` rows
+        (:func:`pair_batch`)."""
+        return pair_batch(self.tokenizer, queries, docs, self.options.query_length, self.options.max_length,
+                          self.encoder.bert.config.type_vocab_size > 1)
 
     # -- scoring --
     def _pass(self, ids, att, types, qmask, q_code: str, d_code: str | None) -> torch.Tensor:
@@ -298,6 +305,21 @@ class CrossEncoderReranker(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def load_reranker(folder: str | Path):
+    """The reranker saved in ``folder``, of whichever registered kind wrote it (each reranker module registers the
+    config file its ``save`` writes, ``reranker_config``)."""
+    from xlt.tasks.registry import MODULES
+
+    folder = Path(folder)
+    kinds = {e.extra["reranker_config"]: e.cls for e in (MODULES.get(n) for n in MODULES.names())
+             if "reranker_config" in e.extra}
+    for config, cls in sorted(kinds.items()):
+        if (folder / config).is_file():
+            return cls.load(folder)
+    raise XltError(f"{folder} holds no reranker (none of {', '.join(sorted(kinds))})",
+                   "give a folder written by a reranker's save (CrossEncoderReranker or SparseDeltaReranker)")
+
+
 def pointwise_examples(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, float]]:
     """(query, positive, negative) triples → point-wise (query, document, label) examples, 1 and 0."""
     return [ex for q, p, n in triples for ex in ((q, p, 1.0), (q, n, 0.0))]
@@ -344,5 +366,5 @@ def train_ranking_adapter(reranker: CrossEncoderReranker, examples: Sequence[tup
             "lr": lr, "language": language_code(lang), "trainable_parameters": sum(p.numel() for p in params)}
 
 
-__all__ = ["MODES", "CrossEncoderReranker", "PointwiseBCEOptions", "RerankerOptions", "pointwise_bce",
-           "pointwise_examples", "rerank", "train_ranking_adapter"]
+__all__ = ["MODES", "CrossEncoderReranker", "PointwiseBCEOptions", "RerankerOptions", "load_reranker", "pair_batch",
+           "pointwise_bce", "pointwise_examples", "rerank", "train_ranking_adapter"]

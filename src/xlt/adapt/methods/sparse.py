@@ -224,8 +224,8 @@ class MaskedAdamW(torch.optim.AdamW):
 class MaskedTraining:
     """Trainer hooks for stage-2 training of the masked entries only (the ``method`` of a :class:`Trainer`)."""
 
-    def __init__(self, model, indices: dict[str, torch.Tensor]):
-        params = _named_body(model)
+    def __init__(self, model, indices: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter] | None = None):
+        params = _named_body(model) if params is None else params
         self.masks: dict[int, torch.Tensor] = {}
         self.params = []
         self.handles = []
@@ -248,6 +248,89 @@ class MaskedTraining:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+def lt_sft(params: dict[str, torch.nn.Parameter], loss_at, k: int, full_steps: int, sparse_steps: int,
+           lr: float = 1e-4, dense=(), dense_lr: float | None = None, weight_decay: float = 0.0,
+           log=None) -> tuple[SparseDelta, dict]:
+    """LT-SFT on any module (an encoder, a cross-encoder): the training loop of :class:`SparseFineTuning` without
+    the causal-LM trainer.
+
+    ``params``: the selectable tensors by name (e.g. ``_named_body(bert)``); ``loss_at(step)``: the loss of global
+    step ``step`` (the full phase runs steps ``0…full_steps−1``, the sparse phase the next ``sparse_steps``, so each
+    sees fresh batches); ``dense``: parameters trained densely in both phases (a new head; learning rate
+    ``dense_lr``, default ``lr``). The full phase trains
+    everything, the ``k`` entries of ``params`` that moved most are kept (:func:`topk_indices`), ``params`` and
+    ``dense`` are rewound to where they started and trained again with only those entries free (hooks +
+    :class:`MaskedAdamW`). Returns ``(delta, record)``; ``params`` are left **exactly** as they started (the delta
+    is applied when needed), ``dense`` keeps its trained values. Raises if an entry outside the mask moved."""
+    import time
+
+    if full_steps < 1 or sparse_steps < 1:
+        raise XltError(f"LT-SFT needs a full and a sparse phase (got {full_steps} and {sparse_steps} steps)",
+                       "give at least one step to each phase")
+    dense = list(dense)
+    theta0 = {n: p.detach().clone() for n, p in params.items()}
+    dense0 = [p.detach().clone() for p in dense]
+    wanted = {id(p): p.requires_grad for p in [*params.values(), *dense]}
+    record = {"losses_full": [], "losses_sparse": [], "k": k}
+    t0 = time.perf_counter()
+    try:
+        for p in [*params.values(), *dense]:
+            p.requires_grad_(True)
+        def groups(body):
+            return [{"params": body}] + ([{"params": dense, "lr": dense_lr or lr}] if dense else [])
+
+        opt = torch.optim.AdamW(groups(list(params.values())), lr=lr, weight_decay=weight_decay)
+        for step in range(full_steps):
+            loss = loss_at(step)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            record["losses_full"].append(float(loss.detach()))
+            if log:
+                log("full", step, record["losses_full"][-1])
+        indices = topk_indices({n: (p.detach() - theta0[n]).abs() for n, p in params.items()}, k)
+        with torch.no_grad():  # rewind
+            for n, p in params.items():
+                p.copy_(theta0[n])
+            for p, p0 in zip(dense, dense0):
+                p.copy_(p0)
+        for n, p in params.items():
+            p.requires_grad_(n in indices)
+        hooks = MaskedTraining(None, indices, params)
+        try:
+            opt = hooks.make_optimizer(groups(hooks.params), lr=lr, weight_decay=weight_decay)
+            for step in range(full_steps, full_steps + sparse_steps):
+                loss = loss_at(step)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                record["losses_sparse"].append(float(loss.detach()))
+                if log:
+                    log("sparse", step, record["losses_sparse"][-1])
+        finally:
+            hooks.remove()
+        with torch.no_grad():
+            for n, p in params.items():  # every entry outside the mask is exactly θ₀ (checked, not assumed)
+                outside = (p.detach() != theta0[n]).reshape(-1)
+                if n in indices:
+                    outside[indices[n]] = False
+                if outside.any():
+                    raise RuntimeError(f"sparse training moved {int(outside.sum())} entries of {n} outside the mask")
+            delta = SparseDelta({n: i for n, i in indices.items()},
+                                {n: params[n].detach().reshape(-1)[i] - theta0[n].reshape(-1)[i]
+                                 for n, i in indices.items()},
+                                {n: tuple(params[n].shape) for n in indices})
+            for n, p in params.items():
+                p.copy_(theta0[n])
+    finally:
+        for p in [*params.values(), *dense]:
+            p.requires_grad_(wanted[id(p)])
+            p.grad = None
+    record.update(nnz=delta.nnz, seconds=time.perf_counter() - t0, full_steps=full_steps,
+                  sparse_steps=sparse_steps, lr=lr, dense_lr=(dense_lr or lr) if dense else None)
+    return delta, record
 
 
 class _Offset:

@@ -81,9 +81,10 @@ def eval_cmd(
     batch_size: int = typer.Option(64, help="Texts per encoder batch."),
     seed: int = typer.Option(0, help="Seed of the distractor documents and their order."),
     overwrite: bool = typer.Option(False, help="Replace the output folder if it exists."),
-    rerank: Optional[Path] = typer.Option(None, help="A cross-encoder reranker folder (xlt.tasks.rerank."
-                                                     "CrossEncoderReranker.save): also rerank the adapter run's top k."),
-    rerank_mode: str = typer.Option("split", help="CLIR mode of the reranker: qlang | dlang | split | both."),
+    rerank: Optional[Path] = typer.Option(None, help="A reranker folder (CrossEncoderReranker or SparseDeltaReranker "
+                                                     ".save, xlt.tasks): also rerank the adapter run's top k."),
+    rerank_mode: str = typer.Option("split", help="CLIR mode of the reranker: qlang | dlang | split | both (sparse "
+                                                  "rerankers: qlang | dlang | both)."),
     rerank_k: int = typer.Option(100, help="First-stage candidates the reranker reorders."),
 ):
     """MRR@10 and recall@1/10/100 per pair, with the languages' adapters and without any adapter (and reranked with
@@ -95,9 +96,9 @@ def eval_cmd(
 
     reranker = None
     if rerank is not None:
-        from xlt.tasks.rerank import CrossEncoderReranker
+        from xlt.tasks.rerank import load_reranker
 
-        reranker = CrossEncoderReranker.load(rerank)
+        reranker = load_reranker(rerank)
     m = run_eval(run, pairs.split(","), split, n_docs, n_queries, out, batch_size, seed, overwrite,
                  reranker=reranker, rerank_mode=rerank_mode, rerank_k=rerank_k)
     t = Table(title=f"retrieval, {split} split, {n_docs} documents ({m['seconds']:.0f} s)")
