@@ -6,8 +6,9 @@ centroids): every document is scored.
 
 A :class:`DocIndex` stores the documents' token vectors packed into one float tensor ``vectors`` (T, dim) with
 ``offsets`` (n_docs + 1): document k owns rows ``offsets[k]:offsets[k+1]``. :func:`maxsim` scores queries against it
-in blocks of documents: one matrix product per block over the block's packed tokens, then a per-document max
-(``torch.segment_reduce`` over the documents' lengths) and a masked sum over query tokens. :func:`topk` ranks by
+in blocks of documents taken in order of length, each padded to its longest document by repeating a document's last
+token vector (which leaves every maximum unchanged): one matrix product per block, a max over the padded length and
+a masked sum over query tokens. :func:`topk` ranks by
 score, ties broken by the lower document index. :func:`maxsim_padded` is the same score on padded batches with
 masks (training, and the "padded einsum" reference of ``bench/tasks_maxsim.py``).
 """
@@ -134,8 +135,10 @@ def maxsim(Q: torch.Tensor, q_mask: torch.Tensor | None, index: DocIndex, block_
     """Exact (n_q, n_docs) MaxSim scores of queries ``Q`` (n_q, Lq, dim) against every document of ``index``.
 
     Work is split into query and document blocks so that one block's similarity matrix holds about
-    ``block_elements`` floats; each block is one matrix product over the block's packed document tokens and a
-    segmented max over each document's rows."""
+    ``block_elements`` floats. Documents are taken in order of length, and a block's documents are padded to its
+    longest by repeating each document's last token vector (a repeated vector never changes a maximum): one matrix
+    product per block, then a max over the padded length of a (docs, length, query tokens) view, and a masked sum
+    over query tokens."""
     qm = _check_queries(Q, q_mask)
     if Q.shape[-1] != index.dim:
         raise XltError(f"{Q.shape[-1]}-d queries cannot be scored against a {index.dim}-d index",
@@ -148,20 +151,25 @@ def maxsim(Q: torch.Tensor, q_mask: torch.Tensor | None, index: DocIndex, block_
     Q = Q.float()
     offsets = index.offsets
     lengths = offsets[1:] - offsets[:-1]
-    q_block = max(1, min(n_q, block_elements // (Lq * max(1, int(lengths.max())))))
+    order = torch.argsort(lengths, stable=True)  # documents by length: a block pads little
+    sorted_len = lengths[order]
+    longest = int(sorted_len[-1])
+    q_block = max(1, min(n_q, block_elements // (Lq * longest)))
     for qa in range(0, n_q, q_block):
         qb = min(n_q, qa + q_block)
         rows = (qb - qa) * Lq
         QfT = Q[qa:qb].reshape(rows, dim).T
-        tok_budget = max(int(lengths.max()), block_elements // rows)
+        tok_budget = max(longest, block_elements // rows)
         a = 0
         while a < n_d:
-            # the largest b with offsets[b] - offsets[a] <= tok_budget (at least one document)
-            b = int(torch.searchsorted(offsets, offsets[a] + tok_budget, right=True)) - 1
-            b = min(n_d, max(b, a + 1))
-            S = index.vectors[int(offsets[a]):int(offsets[b])] @ QfT  # (block tokens, rows)
-            best = torch.segment_reduce(S, "max", lengths=lengths[a:b], axis=0)  # (B, rows): max over each doc
-            out[qa:qb, a:b] = (best.T.reshape(qb - qa, Lq, b - a) * qm[qa:qb, :, None]).sum(1)
+            # the most documents from a on whose padded block (count × the last one's length) fits the budget
+            fits = (torch.arange(1, n_d - a + 1) * sorted_len[a:]) <= tok_budget
+            b = a + max(1, int(fits.sum()))
+            docs, L = order[a:b], int(sorted_len[b - 1])
+            rows_of = offsets[docs, None] + torch.minimum(torch.arange(L)[None, :], lengths[docs, None] - 1)
+            S = index.vectors[rows_of.reshape(-1)] @ QfT  # (docs · L, rows)
+            best = S.view(b - a, L, rows).amax(1)  # (docs, rows): max over each document's tokens
+            out[qa:qb, docs] = (best.T.reshape(qb - qa, Lq, b - a) * qm[qa:qb, :, None]).sum(1)
             a = b
     return out
 
