@@ -129,6 +129,20 @@ def test_hidden_probe_is_independent_of_batch_size_and_padding(tiny_llama):
     torch.testing.assert_close(one["aaa"][0], outs[0][2]["aaa"][7], atol=2e-5, rtol=0)
 
 
+def test_leaving_out_the_padding_mask_of_a_causal_decoder_changes_no_real_token(tiny_llama):
+    """run_probes passes no attention mask to causal decoders (right padding: no real token sees a pad under the
+    causal mask): the pooled states equal those of the masked forward, in batches that carry padding."""
+    from xlt.analyze.capture import HiddenProbe, _is_causal, run_probes, tokenize
+
+    texts = {"aaa": _texts(1, n=10)}
+    tok = tokenize(_Tok(), texts)
+    assert len({len(r) for r in tok.ids["aaa"]}) > 1  # lengths differ: the batch pads
+    assert _is_causal(tiny_llama)
+    res = {m: run_probes(tiny_llama, tok, [HiddenProbe({"aaa": 10}, "mean")], batch_size=10, show_progress=False,
+                         padding_mask=m)[0]["aaa"] for m in ("auto", True)}
+    torch.testing.assert_close(res["auto"], res[True], atol=2e-6, rtol=0)
+
+
 def test_random_model_on_a_cloned_vocabulary_shows_geometry_but_no_alignment(tiny_llama):
     """Language B is language A with every token id shifted (disjoint vocabulary, same content): an untrained model
     cannot retrieve translations (cross-space metrics at chance), yet CKA is above its permutation baseline because

@@ -11,7 +11,10 @@ whole batch when no probe needs them: the LM head is skipped (``logits_to_keep=1
 the pass (the layers and head after it never run) and ``on_output`` receives ``None``.
 
 Results are independent of the batch size and of padding: every probe receives ``mask`` (True on real tokens) and
-must reduce over real tokens only. Sequences of one language are kept in their given order; ``Batch.index`` holds
+must reduce over real tokens only. For causal decoders the padding mask is not passed to the model
+(``padding_mask="auto"``): padding is on the right, so under the causal mask no real token ever sees a pad token and
+the real tokens' states are the same as with the mask (positions count from 0 either way); without it attention takes
+its plain causal kernel. Pad positions then hold states of their own, which the probes mask out. Sequences of one language are kept in their given order; ``Batch.index`` holds
 each row's position in that language's text list (the parallel index for verse-aligned corpora).
 """
 
@@ -140,10 +143,21 @@ def _cut_off(model, probes: Sequence[Probe]) -> torch.nn.Module | None:
     return max(stops, key=lambda s: s[0])[1]
 
 
+def _is_causal(model) -> bool:
+    from xlt import arch
+
+    try:
+        return bool(arch.of(model).causal)
+    except XltError:  # an unknown family: keep the mask
+        return False
+
+
 def run_probes(model, tok: Tokenized, probes: Sequence[Probe], batch_size: int = 16, pad_id: int = 0,
-               show_progress: bool = True, desc: str = "capture") -> list[Any]:
+               show_progress: bool = True, desc: str = "capture", padding_mask: bool | str = "auto") -> list[Any]:
     """One forward pass per batch for all ``probes`` (cut after the probes' ``stop_after`` module when all of them
-    give one); returns each probe's ``result()`` in order."""
+    give one); returns each probe's ``result()`` in order. ``padding_mask``: pass the attention mask to the model
+    (True), or not (False), or "auto": not for causal decoders, whose right padding it cannot change (module
+    docstring)."""
     from tqdm.auto import tqdm
 
     kwargs: dict = {}
@@ -157,6 +171,7 @@ def run_probes(model, tok: Tokenized, probes: Sequence[Probe], batch_size: int =
     device = next(model.parameters()).device
     current: list = [None]
     cut = _cut_off(model, probes)
+    use_mask = (not _is_causal(model)) if padding_mask == "auto" else bool(padding_mask)
     total = sum((len(r) + batch_size - 1) // batch_size for r in tok.ids.values())
     was_training = model.training
     handles: list = []
@@ -169,7 +184,8 @@ def run_probes(model, tok: Tokenized, probes: Sequence[Probe], batch_size: int =
                 b = Batch(b.lang, b.input_ids.to(device), b.mask.to(device), b.index)
                 current[0] = b
                 try:
-                    out = model(input_ids=b.input_ids, attention_mask=b.mask.long(), use_cache=False, **kwargs)
+                    out = model(input_ids=b.input_ids, attention_mask=b.mask.long() if use_mask else None,
+                                use_cache=False, **kwargs)
                 except _StopForward:
                     out = None
                 for p in probes:
