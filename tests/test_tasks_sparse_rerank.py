@@ -250,3 +250,46 @@ def test_retrieve_eval_with_a_sparse_reranker(tok, tmp_path, monkeypatch):
     res = m["results"]["en-fr"]
     assert res["adapter+rerank"]["recall@100"] == res["adapter"]["recall@100"] == 1.0
     assert m["settings"]["rerank_mode"] == "both"
+
+
+def test_retrieve_rerank_trains_either_kind_for_eval(tok, tmp_path, monkeypatch):
+    """`xlt retrieve rerank RUN --kind adapter|sparse`: a reranker folder that `load_reranker` opens, with
+    metrics.json and report.html; bad kind, an existing --out and a language the run has no adapter for are refused
+    before anything is written."""
+    import json
+
+    import xlt.corpora
+    import xlt.tasks.colbert_xm as cx
+    from xlt.tasks.colbert_xm import ColbertXMOptions, LanguageModularEncoder
+    from xlt.tasks.rerank import CrossEncoderReranker
+    from xlt.tasks.sparse_rerank import run_rerank
+
+    docs = texts(40, 12)
+    monkeypatch.setattr(cx, "bible_triples", lambda n=None, seed=0: [(d, d, docs[(i + 3) % 12])
+                                                                     for i, d in enumerate(docs)])
+
+    class _Bible:
+        def texts(self, lang, split):
+            return texts(50 + len(lang), 20)
+
+    monkeypatch.setattr(xlt.corpora, "open_corpus", lambda name: _Bible())
+    enc = LanguageModularEncoder(tiny_bert(tok), tok, ["en", "fr"], ColbertXMOptions(dim=16, reduction=4,
+                                                                                     query_length=8, doc_length=20))
+    enc.save(tmp_path / "run" / "encoder")
+    m = run_rerank(tmp_path / "run", tmp_path / "ra", "adapter", ["en", "fr"], steps=2, batch_size=4)
+    assert isinstance(load_reranker(tmp_path / "ra"), CrossEncoderReranker)
+    assert m["settings"]["languages"] == ["eng", "fra"] and len(m["training"]["losses"]) == 2
+    m = run_rerank(tmp_path / "run", tmp_path / "rs", "sparse", ["fr"], steps=4, batch_size=4, density=0.01,
+                   lang_steps=1)
+    back = load_reranker(tmp_path / "rs")
+    assert isinstance(back, SparseDeltaReranker) and back.languages == ["eng", "fra"]
+    assert back.rank_delta.nnz == m["training"]["nnz"] > 0 and len(m["language_deltas"]) == 2
+    assert json.loads((tmp_path / "rs" / "metrics.json").read_text())["signature"].startswith("rerank-sparse")
+    assert (tmp_path / "rs" / "report.html").is_file()
+    for kw, match in (({"kind": "dense"}, "unknown reranker kind"), ({"out": tmp_path / "ra"}, "exists"),
+                      ({"langs": ["de"]}, "no adapter for deu")):
+        args = {"run": tmp_path / "run", "out": tmp_path / "new", "kind": "adapter", "langs": ["en"], "steps": 2,
+                **kw}
+        with pytest.raises(XltError, match=match):
+            run_rerank(**args)
+        assert not (tmp_path / "new").exists()

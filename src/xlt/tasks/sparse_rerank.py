@@ -320,4 +320,109 @@ def train_ranking_sft(reranker: SparseDeltaReranker, examples: Sequence[tuple[st
     return {**rec, "language": code, "batch_size": batch_size}
 
 
-__all__ = ["SPARSE_MODES", "SparseDeltaReranker", "SparseRerankerOptions", "train_language_sft", "train_ranking_sft"]
+# ------------------------------------------------------------------------------------------------------------------
+# `xlt retrieve rerank`: train either reranker kind on the Bible
+# ------------------------------------------------------------------------------------------------------------------
+
+#: the reranker kinds `xlt retrieve rerank` trains
+KINDS = ("adapter", "sparse")
+
+
+def _run_base(run: Path, seed: int) -> SparseDeltaReranker:
+    """A sparse reranker on the BERT of a `xlt retrieve train` run (without its language adapters)."""
+    from transformers import BertModel
+
+    from xlt.models.hf import quiet_transformers
+    from xlt.models.loading import load_tokenizer
+    from xlt.tasks.colbert_xm import CONFIG as XM_CONFIG
+
+    folder = run / "encoder"
+    if not (folder / XM_CONFIG).is_file():
+        raise XltError(f"{run} holds no ColBERT-XM encoder (no encoder/{XM_CONFIG})",
+                       "give a run folder written by `xlt retrieve train`")
+    cfg = json.loads((folder / XM_CONFIG).read_text(encoding="utf-8"))
+    quiet_transformers()
+    bert = BertModel.from_pretrained(str(folder / "bert"), dtype=torch.float32, use_safetensors=True,
+                                     add_pooling_layer=bool(cfg.get("pooler", False)))
+    return SparseDeltaReranker(bert.eval(), load_tokenizer(folder / "bert"), seed=seed)
+
+
+def run_rerank(run: str | Path, out: str | Path, kind: str = "adapter", langs: Sequence[str] = ("en",),
+               steps: int = 200, batch_size: int = 8, lr: float | None = None, n_triples: int | None = 2000,
+               density: float = 0.01, lang_steps: int = 100, seed: int = 0, overwrite: bool = False,
+               log=None) -> dict:
+    """``xlt retrieve rerank``: a cross-encoder reranker trained point-wise (BCE) on the Bible's BBE → KJV train-book
+    pairs (positive: the same verse; negative: a neighbouring verse of the chapter), written to ``out`` (a folder
+    ``xlt retrieve eval --rerank`` loads) with ``metrics.json`` and ``report.html``.
+
+    ``kind="adapter"``: over ``run``'s encoder and its language adapters, a ranking adapter + head trained with the
+    English adapter (``steps`` steps, lr default 1e-3). ``kind="sparse"``: over the same base BERT, a language delta
+    per language of ``langs`` (LT-SFT of masked LM on its Bible train split, ``lang_steps`` full + as many sparse
+    steps, ``density`` of the body), then the ranking delta on top of θ₀ + φ_en (``steps`` split evenly between the
+    two phases, lr default 3e-5, head 1e-3)."""
+    import html
+
+    from xlt.corpora import open_corpus
+    from xlt.signature import Signature
+    from xlt.tasks.colbert_xm import LanguageModularEncoder, _loss_parts, _report, bible_triples
+    from xlt.tasks.rerank import CrossEncoderReranker, pointwise_examples, train_ranking_adapter
+    from xlt.util import atomic_dir, write_json_atomic
+
+    run, out = Path(run), Path(out)
+    if kind not in KINDS:
+        raise XltError(f"unknown reranker kind {kind!r}", f"choose one of: {', '.join(KINDS)}")
+    if out.exists() and not overwrite:
+        raise XltError(f"{out} exists", "choose another --out or pass --overwrite")
+    if steps < (2 if kind == "sparse" else 1):
+        raise XltError(f"{steps} ranking steps", "give at least 1 step (2 for the sparse kind: a full and a sparse "
+                                                 "phase)")
+    codes = sorted({language_code(lang) for lang in langs} | {"eng"})
+    examples = pointwise_examples(bible_triples(n_triples, seed))
+    lang_runs = []
+    if kind == "adapter":
+        enc = LanguageModularEncoder.load(run / "encoder")
+        base = enc.fingerprint()
+        missing = [c for c in codes if c not in enc.languages]
+        if missing:
+            raise XltError(f"the run's encoder has no adapter for {', '.join(missing)}; it has: "
+                           f"{', '.join(enc.languages)}", f"train one first: `xlt retrieve adapter {run} --lang "
+                                                          f"{missing[0]}`")
+        rr = CrossEncoderReranker(enc.eval(), seed=seed)
+        res = train_ranking_adapter(rr, examples, "en", steps, batch_size, lr or 1e-3, seed=seed, log=log)
+        losses, what = res["losses"], "ranking adapter + head"
+    else:
+        rr = _run_base(run, seed)
+        base = rr.base_fingerprint
+        bible = open_corpus("bible")
+        for code in codes:
+            texts = bible.texts(code, "train")
+            if not texts:
+                raise XltError(f"the Bible has no {code} training text", "choose languages the corpus has")
+            lang_runs.append(train_language_sft(rr, texts, code, density=density, full_steps=lang_steps,
+                                                sparse_steps=lang_steps, seed=seed))
+        half = steps // 2
+        res = train_ranking_sft(rr, examples, "en", density=density, full_steps=steps - half, sparse_steps=half,
+                                batch_size=batch_size, lr=lr or 3e-5, seed=seed, log=log)
+        losses, what = res["losses_full"] + res["losses_sparse"], "ranking delta (full phase, then sparse phase)"
+    metrics = {"settings": {"run": run.name, "kind": kind, "languages": codes, "steps": steps,
+                            "batch_size": batch_size, "lr": lr, "triples": len(examples) // 2, "seed": seed,
+                            **({"density": density, "lang_steps": lang_steps} if kind == "sparse" else {})},
+               "training": {k: v for k, v in res.items() if not k.startswith("losses")} | {"losses": losses},
+               "language_deltas": [{k: v for k, v in r.items() if not k.startswith("losses")} for r in lang_runs],
+               "definition": "point-wise BCE of a cross-encoder's [CLS] logit on BBE → KJV train-book pairs "
+                             "(positive: the same verse, negative: a neighbouring verse of the chapter); "
+                             + ("ranking adapter after each layer's language adapter" if kind == "adapter" else
+                                "LT-SFT sparse deltas composed as θ₀ + φ_lang + φ_rank")}
+    metrics["signature"] = str(Signature(f"rerank-{kind}", steps=steps, bs=batch_size, seed=seed, model=base[:12]))
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        rr.save(tmp, overwrite=True)
+        write_json_atomic(tmp / "metrics.json", metrics)
+        _report(tmp, f"xlt retrieve rerank ({kind})", [
+            f"<p>{html.escape(metrics['definition'])}. {len(examples) // 2} triples, {steps} steps of {batch_size} "
+            f"pairs; languages {', '.join(codes)}; {res['seconds']:.0f} s.</p>", f"<h2>BCE, {what}</h2>",
+            *_loss_parts(losses, "BCE")], metrics)
+    return metrics
+
+
+__all__ = ["KINDS", "SPARSE_MODES", "SparseDeltaReranker", "SparseRerankerOptions", "run_rerank",
+           "train_language_sft", "train_ranking_sft"]

@@ -1,5 +1,6 @@
-"""``xlt retrieve train|adapter|eval``: ColBERT-XM modular retrieval (a shared encoder, one adapter per language,
-exact MaxSim). Thin layer over :func:`xlt.tasks.colbert_xm.run_train`, :func:`~xlt.tasks.colbert_xm.run_adapter` and
+"""``xlt retrieve train|adapter|rerank|eval``: ColBERT-XM modular retrieval (a shared encoder, one adapter per
+language, exact MaxSim) and cross-encoder rerankers. Thin layer over :func:`xlt.tasks.colbert_xm.run_train`,
+:func:`~xlt.tasks.colbert_xm.run_adapter`, :func:`xlt.tasks.sparse_rerank.run_rerank` and
 :func:`~xlt.tasks.colbert_xm.run_eval`, with the same defaults."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Optional
 
 import typer
 
-retrieve_app = typer.Typer(help="ColBERT-XM retrieval: train the shared encoder, add a language adapter, evaluate.",
+retrieve_app = typer.Typer(help="ColBERT-XM retrieval: train the shared encoder, add a language adapter, train a "
+                                "reranker, evaluate.",
                            no_args_is_help=True)
 
 
@@ -67,6 +69,36 @@ def adapter_cmd(
     t = m["training"]
     console.print(f"adapter {t['language']}: {t['steps']} steps in {t['seconds']:.0f} s, MLM loss "
                   f"{t['losses'][0]:.3f} -> {t['losses'][-1]:.3f}; -> {run}/adapter-{t['language']}/report.html")
+
+
+@retrieve_app.command("rerank")
+def rerank_cmd(
+    run: Path = typer.Argument(..., help="A run folder written by `xlt retrieve train` (its encoder and adapters)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Reranker folder (for `xlt retrieve eval --rerank`), with "
+                                                      "metrics.json and report.html."),
+    kind: str = typer.Option("adapter", help="adapter: a ranking adapter over the run's language adapters; sparse: "
+                                             "LT-SFT sparse deltas (a language delta each, a ranking delta)."),
+    langs: str = typer.Option("en", help="Languages the reranker serves (adapter: the run must have them; sparse: "
+                                         "a language delta is trained for each; en is always included)."),
+    steps: int = typer.Option(200, help="Ranking steps (sparse: split between the full and the sparse phase)."),
+    batch_size: int = typer.Option(8, help="Query-document pairs per step."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate [adapter 1e-3; sparse 3e-5, head 1e-3]."),
+    n_triples: Optional[int] = typer.Option(2000, help="BBE → KJV training triples (each a positive and a "
+                                                       "negative pair)."),
+    density: float = typer.Option(0.01, help="sparse: share of the encoder body's entries in each delta."),
+    lang_steps: int = typer.Option(100, help="sparse: LT-SFT steps per phase of each language delta."),
+    seed: int = typer.Option(0, help="Seed of the head, batches and masks."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+):
+    """Train a cross-encoder reranker (point-wise BCE on Bible verse pairs) for `xlt retrieve eval --rerank`."""
+    from xlt.cli.common import out as console
+    from xlt.tasks.sparse_rerank import run_rerank
+
+    m = run_rerank(run, out, kind, langs.split(","), steps, batch_size, lr, n_triples, density, lang_steps, seed,
+                   overwrite, log=None)
+    t = m["training"]
+    console.print(f"{kind} reranker: {steps} steps in {t['seconds']:.0f} s, BCE {t['losses'][0]:.3f} -> "
+                  f"{t['losses'][-1]:.3f}; -> {out}/report.html")
 
 
 @retrieve_app.command("eval")
