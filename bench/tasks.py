@@ -7,8 +7,8 @@
 - ``bli``: ``bench/tasks_bli.py`` (CSLS BLI both directions from one pass against vecmap's formula in NumPy, run per
   direction) → ``bench/results/tasks_bli.json``.
 
-Each part runs in its own process with ``OMP_NUM_THREADS=1`` (the figures in ``docs/tasks.md`` are one thread) and
-prints its table.
+Each part runs in its own process and prints its table; it sets its own thread counts (``maxsim``: every route at 1
+and at 2 threads, ``--threads``; ``bli``: one thread).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", default="all", choices=("all", *PARTS))
     a, extra = ap.parse_known_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for part in (list(PARTS) if a.part == "all" else [a.part]):
         print(f"== {part}", flush=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        if part == "bli":  # NumPy's BLAS (vecmap's side) follows the environment, not torch.set_num_threads
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         rc = subprocess.run([sys.executable, str(HERE / PARTS[part]), *extra], env=env).returncode
         if rc:
             sys.exit(rc)

@@ -3,8 +3,8 @@
 1. First stage: an untrained ColBERT-XM encoder on e5 (MaxSim over e5's last hidden states through a random 128-d
    projection; no retrieval training) gives each test-book query its top ``--k`` verses among ``--n-docs``.
 2. A cross-encoder over the same frozen e5 with an English adapter (untrained: the identity) trains only its
-   ranking adapter and head, point-wise BCE on BBE → KJV train-book pairs (positive: the same verse; negative: a
-   neighbouring verse of the chapter).
+   ranking adapter and head, point-wise BCE on BBE → KJV train-book pairs, ``--batch-size`` a step (positive: the
+   same verse; negative: a neighbouring verse of the chapter).
 3. MRR@10 and recall@1/10 before and after reranking, for en-en (BBE query → KJV verse) and en-sw (English query →
    Swahili verse, ``split`` mode: query tokens through en's adapter, document tokens through sw's).
 
@@ -26,10 +26,11 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=40, help="ranking adapter steps (batch 16 pairs)")
+    ap.add_argument("--steps", type=int, default=40, help="ranking training steps")
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per ranking step")
     ap.add_argument("--n-docs", type=int, default=200)
     ap.add_argument("--n-queries", type=int, default=40)
-    ap.add_argument("--k", type=int, default=20, help="first-stage candidates reranked per query")
+    ap.add_argument("--k", type=int, default=10, help="first-stage candidates reranked per query")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kind", choices=("adapter", "sparse"), default="adapter",
                     help="ranking adapter + language adapters, or composed LT-SFT sparse deltas")
@@ -47,7 +48,8 @@ def main() -> None:
     examples = pointwise_examples(bible_triples(400, seed=0))
     if args.kind == "adapter":
         rr = CrossEncoderReranker(enc, RerankerOptions(reduction=16, query_length=64, max_length=160), seed=0)
-        res = train_ranking_adapter(rr, examples, "en", steps=args.steps, batch_size=16, lr=1e-3, seed=0)
+        res = train_ranking_adapter(rr, examples, "en", steps=args.steps, batch_size=args.batch_size, lr=1e-3,
+                                    seed=0)
         losses = res["losses"]
         what = f"ranking adapter: {res['trainable_parameters']:,} parameters, {res['steps']} steps"
         modes = {"en-en": "qlang", "en-sw": "split"}
@@ -65,7 +67,7 @@ def main() -> None:
                   f"{r['losses_sparse'][-1]:.3f} ({r['seconds']:.0f} s)")
         half = max(1, args.steps // 2)
         res = train_ranking_sft(rr, examples, "en", density=args.density, full_steps=half, sparse_steps=half,
-                                batch_size=16, lr=3e-5, head_lr=1e-3, seed=0)
+                                batch_size=args.batch_size, lr=3e-5, head_lr=1e-3, seed=0)
         losses = res["losses_sparse"]
         what = f"ranking delta: {res['nnz']:,} entries, {half} full + {half} sparse steps"
         modes = {"en-en": "qlang", "en-sw": "both"}

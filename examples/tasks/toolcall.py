@@ -32,8 +32,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the demo budget: 3 min on 2 cores)")
     ap.add_argument("--out", type=Path, default=Path("runs/tasks-toolcall"))
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     t0 = time.time()
     torch.manual_seed(a.seed)
     langs = a.langs.split(",")
@@ -78,5 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main()
