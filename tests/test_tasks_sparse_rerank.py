@@ -222,6 +222,9 @@ def test_save_load_same_scores_and_a_changed_encoder_is_refused(rr, tmp_path):
         SparseDeltaReranker.load(tmp_path / "sr")
     with pytest.raises(XltError, match="holds no reranker"):
         load_reranker(tmp_path)
+    (tmp_path / "sr" / "sparse_reranker.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(XltError, match="not readable JSON"):
+        load_reranker(tmp_path / "sr")
 
 
 def test_retrieve_eval_with_a_sparse_reranker(tok, tmp_path, monkeypatch):

@@ -69,6 +69,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
+def read_folder_config(folder: str | os.PathLike, name: str, what: str, fix: str) -> dict:
+    """The JSON file ``name`` that a saved ``what`` (a reranker, an encoder…) keeps in ``folder``: one clear error
+    when it is missing (``fix`` says what to give instead) or is not JSON."""
+    from xlt.errors import XltError
+
+    path = Path(folder) / name
+    if not path.is_file():
+        raise XltError(f"{folder} holds no {what} (no {name})", fix)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise XltError(f"{path} is not readable JSON ({e})", f"save the {what} again") from None
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

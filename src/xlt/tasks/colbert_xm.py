@@ -367,11 +367,11 @@ class LanguageModularEncoder(nn.Module):
         from xlt.models.hf import quiet_transformers
         from xlt.models.loading import load_tokenizer
 
+        from xlt.util import read_folder_config
+
         folder = Path(folder)
-        if not (folder / CONFIG).is_file():
-            raise XltError(f"{folder} holds no ColBERT-XM encoder (no {CONFIG})",
-                           "give a folder written by `xlt retrieve train` (its encoder/ folder) or encoder.save")
-        cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        cfg = read_folder_config(folder, CONFIG, "ColBERT-XM encoder", "give a folder written by `xlt retrieve "
+                                                                       "train` (its encoder/ folder) or encoder.save")
         quiet_transformers()
         bert = BertModel.from_pretrained(str(folder / "bert"), dtype=torch.float32, use_safetensors=True,
                                          add_pooling_layer=bool(cfg.get("pooler", False)))

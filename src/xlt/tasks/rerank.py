@@ -23,7 +23,6 @@ in the new order (ties keep the first-stage order); the candidate set never chan
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -286,11 +285,10 @@ class CrossEncoderReranker(nn.Module):
     def load(cls, folder: str | Path) -> "CrossEncoderReranker":
         from safetensors.torch import load_file
 
+        from xlt.util import read_folder_config
+
         folder = Path(folder)
-        if not (folder / CONFIG).is_file():
-            raise XltError(f"{folder} holds no reranker (no {CONFIG})",
-                           "give a folder written by CrossEncoderReranker.save")
-        cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        cfg = read_folder_config(folder, CONFIG, "reranker", "give a folder written by CrossEncoderReranker.save")
         rr = cls(LanguageModularEncoder.load(folder / "encoder"), RerankerOptions(**cfg["options"]))
         sd = load_file(str(folder / WEIGHTS))
         rr.rank.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("rank.")})

@@ -20,7 +20,6 @@ adapter reranker; ``xlt retrieve eval --rerank FOLDER`` loads either kind (:func
 
 from __future__ import annotations
 
-import json
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -219,11 +218,10 @@ class SparseDeltaReranker(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
+        from xlt.util import read_folder_config
+
         folder = Path(folder)
-        if not (folder / CONFIG).is_file():
-            raise XltError(f"{folder} holds no sparse reranker (no {CONFIG})",
-                           "give a folder written by SparseDeltaReranker.save")
-        cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        cfg = read_folder_config(folder, CONFIG, "sparse reranker", "give a folder written by SparseDeltaReranker.save")
         bert = AutoModel.from_pretrained(folder / "encoder", add_pooling_layer=cfg.get("pooler", False),
                                          use_safetensors=True)
         rr = cls(bert.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), SparseRerankerOptions(**cfg["options"]))
@@ -336,11 +334,11 @@ def _run_base(run: Path, seed: int) -> SparseDeltaReranker:
     from xlt.models.loading import load_tokenizer
     from xlt.tasks.colbert_xm import CONFIG as XM_CONFIG
 
+    from xlt.util import read_folder_config
+
     folder = run / "encoder"
-    if not (folder / XM_CONFIG).is_file():
-        raise XltError(f"{run} holds no ColBERT-XM encoder (no encoder/{XM_CONFIG})",
-                       "give a run folder written by `xlt retrieve train`")
-    cfg = json.loads((folder / XM_CONFIG).read_text(encoding="utf-8"))
+    cfg = read_folder_config(folder, XM_CONFIG, "ColBERT-XM encoder", "give a run folder written by `xlt retrieve "
+                                                                     "train`")
     quiet_transformers()
     bert = BertModel.from_pretrained(str(folder / "bert"), dtype=torch.float32, use_safetensors=True,
                                      add_pooling_layer=bool(cfg.get("pooler", False)))

@@ -278,18 +278,22 @@ def lt_sft(params: dict[str, torch.nn.Parameter], loss_at, k: int, full_steps: i
     try:
         for p in [*params.values(), *dense]:
             p.requires_grad_(True)
+
         def groups(body):
             return [{"params": body}] + ([{"params": dense, "lr": dense_lr or lr}] if dense else [])
 
-        opt = torch.optim.AdamW(groups(list(params.values())), lr=lr, weight_decay=weight_decay)
-        for step in range(full_steps):
-            loss = loss_at(step)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            record["losses_full"].append(float(loss.detach()))
-            if log:
-                log("full", step, record["losses_full"][-1])
+        def phase(name, opt, steps):
+            for step in steps:
+                loss = loss_at(step)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                record[f"losses_{name}"].append(float(loss.detach()))
+                if log:
+                    log(name, step, record[f"losses_{name}"][-1])
+
+        phase("full", torch.optim.AdamW(groups(list(params.values())), lr=lr, weight_decay=weight_decay),
+              range(full_steps))
         indices = topk_indices({n: (p.detach() - theta0[n]).abs() for n, p in params.items()}, k)
         with torch.no_grad():  # rewind
             for n, p in params.items():
@@ -300,15 +304,8 @@ def lt_sft(params: dict[str, torch.nn.Parameter], loss_at, k: int, full_steps: i
             p.requires_grad_(n in indices)
         hooks = MaskedTraining(None, indices, params)
         try:
-            opt = hooks.make_optimizer(groups(hooks.params), lr=lr, weight_decay=weight_decay)
-            for step in range(full_steps, full_steps + sparse_steps):
-                loss = loss_at(step)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                record["losses_sparse"].append(float(loss.detach()))
-                if log:
-                    log("sparse", step, record["losses_sparse"][-1])
+            phase("sparse", hooks.make_optimizer(groups(hooks.params), lr=lr, weight_decay=weight_decay),
+                  range(full_steps, full_steps + sparse_steps))
         finally:
             hooks.remove()
         with torch.no_grad():
