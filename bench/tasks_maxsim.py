@@ -14,7 +14,8 @@ Routes, each giving the (queries × documents) score matrix, then the top 10 per
 - ``xlt``: :func:`xlt.tasks.maxsim.maxsim` over the packed :class:`~xlt.tasks.maxsim.DocIndex` (blocked matrix
   products over length-sorted, padded document blocks + a max per document) and :func:`~xlt.tasks.maxsim.topk`;
   best of 3 runs.
-- ``loop``: a Python loop over every (query, document) pair, ``torch.einsum("id,jd->ij", q, d).max(1).values.sum()``.
+- ``loop``: a Python loop over every (query, document) pair, ``torch.einsum("id,jd->ij", q, d).max(1).values.sum()``;
+  one run (about 50 s; its run-to-run spread is small next to the gap to ``xlt``).
 - ``padded``: documents padded to the longest (mask → −∞), one ``einsum("aid,bjd->abij")`` per block of 2 queries
   (:func:`xlt.tasks.maxsim.maxsim_padded`); one run.
 
