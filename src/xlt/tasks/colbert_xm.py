@@ -404,6 +404,20 @@ def _warmup(opt, steps: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
 
 
+def shuffled_batches(items: Sequence, batch_size: int, seed: int = 0):
+    """Endless batches of ``items``: each pass over them in a fresh shuffle of ``random.Random(seed)``; a batch may
+    take the end of one pass and the start of the next."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            fresh = list(range(len(items)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch, order = [items[i] for i in order[:batch_size]], order[batch_size:]
+        yield batch
+
+
 def train_retrieval(encoder: LanguageModularEncoder, triples: Sequence[tuple[str, str, str]], lang: str | None,
                     steps: int = 100, batch_size: int = 8, lr: float = 2e-5, warmup: int = 10,
                     in_batch_negatives: bool = True, seed: int = 0, log=None) -> dict:
@@ -417,18 +431,13 @@ def train_retrieval(encoder: LanguageModularEncoder, triples: Sequence[tuple[str
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = _warmup(opt, steps, warmup)
-    rng = random.Random(seed)
+    batches = shuffled_batches(triples, batch_size, seed)
     torch.manual_seed(seed)
-    order: list[int] = []
     losses = []
     encoder.train()
     t0 = time.perf_counter()
     for step in range(steps):
-        if len(order) < batch_size:
-            fresh = list(range(len(triples)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch, order = [triples[i] for i in order[:batch_size]], order[batch_size:]
+        batch = next(batches)
         Q, qm = encoder.query_batch([t[0] for t in batch])
         P, pm = encoder.doc_batch([t[1] for t in batch])
         N, nm = encoder.doc_batch([t[2] for t in batch])
@@ -577,7 +586,7 @@ def evaluate(encoder: LanguageModularEncoder, queries: Sequence[str], gold: Sequ
 
 
 __all__ = ["ColbertXMOptions", "LanguageModularEncoder", "colbert_pairwise_ce", "evaluate", "language_code",
-           "language_vocabulary", "mlm_loss_at", "rank_metrics", "restricted_mlm", "train_language_adapter", "train_retrieval"]
+           "language_vocabulary", "mlm_loss_at", "rank_metrics", "shuffled_batches", "restricted_mlm", "train_language_adapter", "train_retrieval"]
 
 
 # ------------------------------------------------------------------------------------------------------------------

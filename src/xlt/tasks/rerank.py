@@ -23,7 +23,6 @@ in the new order (ties keep the first-stage order); the candidate set never chan
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch import nn
 
 from xlt.errors import XltError
 from xlt.options import option, positive
-from xlt.tasks.colbert_xm import LanguageModularEncoder, language_code
+from xlt.tasks.colbert_xm import LanguageModularEncoder, language_code, shuffled_batches
 from xlt.tasks.maxsim import rerank  # noqa: F401 (part of this module's API)
 from xlt.tasks.registry import register_loss, register_module
 
@@ -337,18 +336,13 @@ def train_ranking_adapter(reranker: CrossEncoderReranker, examples: Sequence[tup
     reranker.freeze_for_ranking()
     params = reranker.ranking_parameters()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    rng = random.Random(seed)
+    batches = shuffled_batches(examples, batch_size, seed)
     torch.manual_seed(seed)
-    order: list[int] = []
     losses = []
     reranker.train()
     t0 = time.perf_counter()
     for step in range(steps):
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch, order = [examples[i] for i in order[:batch_size]], order[batch_size:]
+        batch = next(batches)
         t = reranker.tokenize([b[0] for b in batch], [b[1] for b in batch])
         loss = pointwise_bce(reranker(*t, lang, lang, "qlang"), torch.tensor([float(b[2]) for b in batch]))
         opt.zero_grad()

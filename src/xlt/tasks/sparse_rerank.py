@@ -20,7 +20,6 @@ adapter reranker; ``xlt retrieve eval --rerank FOLDER`` loads either kind (:func
 
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import nn
 from xlt.adapt.methods.sparse import SparseDelta, _named_body, compose, lt_sft
 from xlt.errors import XltError
 from xlt.options import option, positive
-from xlt.tasks.colbert_xm import language_code, mlm_loss_at
+from xlt.tasks.colbert_xm import language_code, mlm_loss_at, shuffled_batches
 from xlt.tasks.registry import register_module
 from xlt.tasks.rerank import PAPER, pair_batch, pointwise_bce
 
@@ -292,17 +291,11 @@ def train_ranking_sft(reranker: SparseDeltaReranker, examples: Sequence[tuple[st
     if bad:
         raise XltError(f"labels must be 0 or 1, got {bad[:3]}", "label relevant pairs 1 and the others 0")
     code = reranker._code(lang)
-    rng = random.Random(seed)
-    order: list[int] = []
+    batches = shuffled_batches(examples, batch_size, seed)
     torch.manual_seed(seed)
 
     def loss_at(step: int) -> torch.Tensor:
-        nonlocal order
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch, order = [examples[i] for i in order[:batch_size]], order[batch_size:]
+        batch = next(batches)
         ids, att, types, _ = reranker.tokenize([b[0] for b in batch], [b[1] for b in batch])
         return pointwise_bce(reranker.logits(ids, att, types), torch.tensor([float(b[2]) for b in batch]))
 
