@@ -17,7 +17,7 @@ import torch
 
 from conftest import has_package
 from xlt.errors import XltError
-from xlt.tasks.bli import bli, gold_from_pairs, scores
+from xlt.tasks.bli import _pass, bli, gold_from_pairs, scores
 
 
 def _brute(s: np.ndarray, gold: list[tuple[int, int]]):
@@ -119,6 +119,40 @@ def test_one_pass_equals_each_direction_alone_and_brute_force(method):
     s = scores(x, y, method, k=4).numpy()
     assert np.array_equal(both["src_to_tgt"]["ranks"], _brute(s, gold))
     assert np.array_equal(both["tgt_to_src"]["ranks"], _brute(s.T.copy(), [(b, a) for a, b in gold]))
+
+
+@pytest.mark.parametrize("n,m,k,block", [(37, 21, 4, 16), (50, 7, 7, 1024), (16, 33, 10, 5), (5, 100, 5, 32),
+                                          (70, 70, 1, 48)])
+def test_neighbourhood_means_from_chunk_maxima_equal_a_full_top_k(n, m, k, block):
+    # small-integer vectors: every dot product is exact in float32 whatever the BLAS, and many scores tie, so r_x
+    # and r_y (from chunk maxima and recomputed chunks) must equal the top-k means of the full matrix bit for bit
+    g = torch.Generator().manual_seed(n * 1000 + m)
+    x = torch.randint(-3, 4, (n, 5), generator=g).float()
+    y = torch.randint(-3, 4, (m, 5), generator=g).float()
+    s = x @ y.T
+    rows, cols_t, r_x, r_y = _pass(x, y, "csls", k, block, torch.arange(n), torch.arange(m))
+    assert torch.equal(rows, s) and torch.equal(cols_t, s)
+    assert torch.equal(r_x, s.topk(k, dim=1).values.mean(1))
+    assert torch.equal(r_y, s.topk(k, dim=0).values.mean(0))
+
+
+@pytest.mark.parametrize("method", ["nn", "csls"])
+def test_ranks_and_top1_with_many_exact_ties(method):
+    # 6 distinct directions per side, each repeated: scores tie in whole groups; ranks count lower-index ties
+    # first and top-1 is the first maximum, as a brute-force sort says
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 8, generator=g)[torch.randint(0, 6, (40,), generator=g)]
+    y = torch.randn(6, 8, generator=g)[torch.randint(0, 6, (35,), generator=g)]
+    gold = sorted({(int(a), int(b)) for a, b in zip(torch.randint(0, 40, (60,), generator=g),
+                                                    torch.randint(0, 35, (60,), generator=g))})
+    r = bli(x, y, gold, method=method, k=3, return_ranks=True, block=16)
+    s = scores(x, y, method, k=3).numpy()
+    back = [(b, a) for a, b in gold]
+    assert np.array_equal(r["src_to_tgt"]["ranks"], _brute(s, gold))
+    assert np.array_equal(r["tgt_to_src"]["ranks"], _brute(s.T.copy(), back))
+    for d, mat in (("src_to_tgt", s), ("tgt_to_src", s.T)):
+        q = r[d]["query_rows"]
+        assert np.array_equal(r[d]["top1"], mat[q].argmax(1))  # NumPy's argmax: the first maximum
 
 
 def test_gold_from_pairs_and_bad_input():

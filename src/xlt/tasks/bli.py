@@ -11,14 +11,18 @@ Definitions (``X`` source vectors, ``Y`` target vectors, rows L2-normalised, ``S
   candidates sorted by score, highest first, ties by candidate index (so rank 1 = ``argmax``, first on ties).
   P@1 = share of queries with rank 1; MRR = mean of 1/rank, within [1/N, 1] for N candidates.
 
-:func:`bli` makes **one pass** over ``S``: it computes ``S`` block by block of source rows (one matmul each, a
-reused buffer; the full matrix is never stored) and, from each block while it is in memory, takes (1) the row
-top-``k`` (``r_x``), (2) the block's column top-``k``, merged into the running column top-``k`` (``r_y``), (3) the
-rows of the source queries and (4) the columns of the target queries. After the pass, the forward scores are the
-kept rows and the backward scores the kept columns, turned into CSLS with the final ``r`` vectors; ranks are
-counted on them. Both directions use the same ``S`` values; memory is ``4·(block·m + Qs·m + Qt·n)`` bytes for
-``Qs``/``Qt`` source/target queries. Cost: one ``n × m × d`` matmul, where running each direction alone (vecmap)
-takes two plus the queries'.
+:func:`bli` makes **one pass** over ``S``: it computes ``S`` block by block of source rows (one matrix product
+each, through NumPy's BLAS into a reused buffer: on the benchmark machine OpenBLAS's sgemm is 15–20 % faster than
+``torch.mm`` for this shape, and vecmap's side uses it too; the full matrix is never stored) and, from each block
+while it is in memory, keeps (1) the rows of the source queries, (2) the columns of the target queries and, for
+CSLS, (3) chunk maxima: each row's maximum over every chunk of ``CHUNK`` targets and each column's over every chunk
+of ``CHUNK`` consecutive sources (two vectorised max-reductions instead of a top-``k`` along rows and a strided
+one along columns). After the pass, ``r_x`` and ``r_y`` come from the chunk maxima exactly (:func:`_topk_mean`:
+the top ``k`` lie in the ``k`` chunks with the largest maxima, whose scores are recomputed), and the kept rows and
+columns are ranked in cache-sized slabs with ``2·S − r`` of the candidate side (:func:`_rank_queries`). Memory is
+``4·(block·m + Qs·m + Qt·n + 2·n·m/CHUNK)`` bytes for ``Qs``/``Qt`` source/target queries. Cost: one ``n × m × d``
+product plus ``(n + m)·k·CHUNK·d`` for the recomputed chunks, where running each direction alone (vecmap) takes
+two products plus the queries'.
 """
 
 from __future__ import annotations
@@ -43,9 +47,12 @@ def _as_matrix(x, what: str):
     if t.dim() != 2 or t.shape[0] == 0:
         raise XltError(f"{what} must be a non-empty (words, dim) matrix, not shape {tuple(t.shape)}",
                        "pass one row vector per word")
-    if not torch.isfinite(t).all():
-        raise XltError(f"{what} holds NaN or infinite values", "recompute the word vectors")
-    return torch.nn.functional.normalize(t, dim=1)
+    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    if not torch.isfinite(norms).all():  # a NaN or infinite entry makes its row's norm so (checked on n numbers)
+        if not torch.isfinite(t).all():
+            raise XltError(f"{what} holds NaN or infinite values", "recompute the word vectors")
+        return torch.nn.functional.normalize(t.double(), dim=1).float()  # finite, but the squares overflow
+    return t / norms.clamp_min(1e-12)
 
 
 def gold_from_pairs(pairs: Iterable[tuple[str, str]], src_words: Sequence[str], tgt_words: Sequence[str]
@@ -70,28 +77,6 @@ def _gold_arrays(gold, n: int, m: int):
     return torch.from_numpy(np.unique(g, axis=0))
 
 
-def _ranks(scores, gold_q, gold_c):
-    """1-based rank of each query's best gold candidate in its row of ``scores`` ((queries, N); every row has at
-    least one gold pair ``(gold_q, gold_c)``), ties by candidate index."""
-    import torch
-
-    g = scores[gold_q, gold_c]
-    # each query's best gold: highest score, then lowest candidate index (np.lexsort: last key is the primary one)
-    order = torch.from_numpy(np.lexsort((gold_c.numpy(), -g.numpy(), gold_q.numpy())))
-    q_sorted = gold_q[order]
-    first = torch.ones(len(order), dtype=torch.bool)
-    first[1:] = q_sorted[1:] != q_sorted[:-1]
-    best = order[first]  # one per query, in query order
-    bc, bg = gold_c[best], g[best]
-    out = torch.empty(len(best), dtype=torch.long)
-    for a in range(0, len(best), 1024):  # bounded temporaries
-        rows, b = scores[a:a + 1024], bg[a:a + 1024, None]
-        above = (rows > b).view(torch.uint8).sum(1, dtype=torch.int32)
-        ties = ((rows == b) & (torch.arange(rows.shape[1])[None, :] < bc[a:a + 1024, None])).view(torch.uint8)
-        out[a:a + 1024] = 1 + above + ties.sum(1, dtype=torch.int32)
-    return out
-
-
 def _check(x, y, method: str, k: int) -> None:
     if method not in METHODS:
         raise XltError(f"unknown BLI method {method!r}", f"use one of: {', '.join(METHODS)}")
@@ -104,49 +89,182 @@ def _check(x, y, method: str, k: int) -> None:
                        "pass k=10 (or fewer for tiny vocabularies)")
 
 
+CHUNK = 16  # members per chunk of the chunk maxima (see _pass)
+_SLAB = 1 << 21  # scores per cache-sized slab (8 MB) when ranking
+
+
+def _topk_mean(M, owner, other, k: int, c: int):
+    """Mean of each owner's ``k`` largest scores, from chunk maxima.
+
+    ``M[g, p]`` is the largest score of owner ``p`` over the members of chunk ``g``, the rows ``g·c … g·c + c − 1``
+    of ``other`` (a score is ``owner[p] · member``). Each chunk maximum is one real score, so the ``k``-th largest chunk
+    maximum is at most the ``k``-th largest score: every score of the top ``k`` lies in one of the ``k`` chunks
+    with the largest maxima (the chunks above that value all are among them; ties at it add chunks whose maxima
+    already supply the equal values). Those chunks' scores are recomputed, grouped by chunk (one small product
+    per chunk), and the top ``k`` of them averaged: ``P · k · CHUNK`` dot products instead of a top-``k`` over
+    all ``P · G · CHUNK`` scores.
+    """
+    import torch
+
+    G, P = M.shape
+    kk = min(k, G)
+    sel = M.topk(kk, dim=0).indices.T.reshape(-1)  # (P·kk,) chunk of each (owner, slot)
+    order = torch.argsort(sel, stable=True)  # slots grouped by chunk
+    counts = torch.bincount(sel, minlength=G).tolist()
+    owners = order // kk
+    width = min(c, other.shape[0])
+    vals = torch.empty((P * kk, width), dtype=torch.float32)
+    # NumPy for the ~G small gathers and products: a fraction of torch's per-call overhead
+    v, on, ow, oth = vals.numpy(), owner.numpy(), owners.numpy(), other.numpy()
+    obuf = np.empty((max(counts), owner.shape[1]), dtype=np.float32)
+    a = 0
+    for g, cnt in enumerate(counts):
+        if cnt:
+            o = np.take(on, ow[a:a + cnt], axis=0, out=obuf[:cnt], mode="clip")  # indices are in range
+            ch = oth[g * c:g * c + c]
+            if ch.shape[0] == width:
+                np.dot(o, ch.T, out=v[a:a + cnt])
+            else:  # the short last chunk: the rest of its slots can never be among the top k
+                v[a:a + cnt, :ch.shape[0]] = o @ ch.T
+                v[a:a + cnt, ch.shape[0]:] = -np.inf
+            a += cnt
+    out = torch.empty_like(vals).index_copy_(0, order, vals)
+    return out.view(P, kk * width).topk(k, dim=1).values.mean(1)
+
+
 def _pass(x, y, method: str, k: int, block: int, src_q, tgt_q):
-    """The one pass over S = x yᵀ (see the module docstring): ``(rows, cols, r_x, r_y)`` with ``rows`` the scores
-    of the source queries ``src_q`` (sorted) over all targets and ``cols`` those of the target queries ``tgt_q``
-    (sorted) over all sources, CSLS already applied for ``"csls"``."""
+    """The one pass over S = x yᵀ (see the module docstring): ``(rows, cols_t, r_x, r_y)`` with ``rows`` (Qs, m)
+    the cosines of the source queries ``src_q`` (sorted) over all targets, ``cols_t`` (n, Qt) those of all
+    sources for the target queries ``tgt_q`` (a column per query), and the CSLS neighbourhood means (``None`` for
+    ``"nn"``)."""
     import torch
 
     n, m = x.shape[0], y.shape[0]
     csls = method == "csls"
-    block = max(block, k if csls else 1)  # a block has at least k rows for the column top-k
+    c = CHUNK
+    block = max(c, block // c * c)  # whole source chunks per block
     rows = torch.empty((len(src_q), m), dtype=torch.float32)
-    cols = torch.empty((len(tgt_q), n), dtype=torch.float32)
-    r_x = torch.empty(n, dtype=torch.float32)
-    top = None
+    cols_t = torch.empty((n, len(tgt_q)), dtype=torch.float32)
+    if csls:
+        # target chunk h < G: the strided columns h, h + G, …, h + (c−1)·G (a vectorised max over c slabs);
+        # chunk G (when m is not a multiple of c): the last m − c·G columns. Source chunks: c consecutive rows.
+        G, rest = m // c, m % c
+        ng = G + (rest > 0)
+        kk = min(k, ng)
+        mx = torch.empty((min(block, n), ng), dtype=torch.float32)  # this block's row chunk maxima
+        t = torch.arange(c)
+        r_x = torch.empty(n, dtype=torch.float32)
+        my = torch.empty((-(-n // c), m), dtype=torch.float32)
     buf = torch.empty((min(block, n), m), dtype=torch.float32)
-    yt = y.T
+    xn, ynt, sq = x.numpy(), y.numpy().T, src_q.numpy()
     for a in range(0, n, block):
         b = min(a + block, n)
-        blk = torch.mm(x[a:b], yt, out=buf[:b - a])
+        blk = buf[:b - a]
+        np.dot(xn[a:b], ynt, out=blk.numpy())  # NumPy's BLAS (module docstring)
         if csls:
-            r_x[a:b] = blk.topk(k, dim=1).values.mean(1)
-            part = blk.topk(min(k, b - a), dim=0).values.T  # this block's best per column, merged below
-            top = part if top is None else torch.cat([top, part], 1).topk(k, dim=1).values
-        lo, hi = np.searchsorted(src_q.numpy(), [a, b])
+            # r_x of these rows now, from the block itself: the top k lie in the kk chunks with the largest maxima
+            # (see _topk_mean), whose members are read back from the block
+            if G:
+                torch.amax(blk[:, :c * G].view(b - a, c, G), dim=1, out=mx[:b - a, :G])
+            if rest:
+                torch.amax(blk[:, c * G:], dim=1, out=mx[:b - a, G])
+            sel = mx[:b - a].topk(kk, dim=1).indices[:, :, None]  # (rows, kk, 1)
+            members = torch.where(sel < G, sel + G * t, c * G + t)  # (rows, kk, c) column indices
+            got = blk.gather(1, members.clamp_max(m - 1).view(b - a, -1))
+            if rest:  # the short last chunk's missing members
+                got.masked_fill_(((sel == G) & (t >= rest)).view(b - a, -1), float("-inf"))
+            r_x[a:b] = got.topk(k, dim=1).values.mean(1)
+            full = (b - a) // c
+            if full:
+                torch.amax(blk[:full * c].view(full, c, m), dim=1, out=my[a // c:a // c + full])
+            if (b - a) % c:
+                torch.amax(blk[full * c:], dim=0, out=my[a // c + full])
+        lo, hi = np.searchsorted(sq, [a, b])
         if hi > lo:
-            rows[lo:hi] = blk[src_q[lo:hi] - a]
+            torch.index_select(blk, 0, src_q[lo:hi] - a, out=rows[lo:hi])
         if len(tgt_q):
-            cols[:, a:b] = blk[:, tgt_q].T
-    r_y = top.mean(1) if csls else None
-    if csls:
-        rows.mul_(2).sub_(r_x[src_q, None]).sub_(r_y[None, :])
-        cols.mul_(2).sub_(r_y[tgt_q, None]).sub_(r_x[None, :])
-    return rows, cols, r_x, r_y
+            torch.index_select(blk, 1, tgt_q, out=cols_t[a:b])
+    if not csls:
+        return rows, cols_t, None, None
+    return rows, cols_t, r_x, _topk_mean(my, y, x, k, c)
+
+
+def _best_gold(q, c, v):
+    """Per query (``q`` sorted, each of 0..nq−1 present): the highest gold score and, among golds with it, the
+    lowest candidate index."""
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    best_v = np.maximum.reduceat(v, starts)
+    best_c = np.minimum.reduceat(np.where(v == best_v[q], c, np.iinfo(c.dtype).max), starts)
+    return best_v, best_c
+
+
+def _rank_queries(sc, shift, queries_on_rows: bool, gold_q, gold_c):
+    """Top-1 and gold rank of each query, scoring in place.
+
+    ``sc`` holds cosines, one query per row (``queries_on_rows``) or per column; ``shift`` (a vector over the
+    candidates, or ``None`` for NN) turns them into the ranking score ``2·cos − shift`` (CSLS without the query's
+    own neighbourhood term, which is the same for all its candidates and so changes no order). ``(gold_q,
+    gold_c)`` are gold pairs as (query position, candidate index). Rank = 1 + #(score > gold's) + #(score = gold's
+    at a lower candidate index), for the best-placed gold; top-1 = the first maximum. Works on cache-sized slabs of
+    rows (NumPy's argmax and counts: several times torch's here): a query per row is finished in one visit of its
+    slab; a query per column needs two sweeps (scores and maxima, then counts against the gold's score)."""
+    import torch
+
+    nq = sc.shape[0] if queries_on_rows else sc.shape[1]
+    N = sc.shape[1] if queries_on_rows else sc.shape[0]
+    step = max(1, _SLAB // max(1, sc.shape[1]))
+    a_sc = sc.numpy()
+    order = np.lexsort((gold_c.numpy(), gold_q.numpy()))
+    gq, gc = gold_q.numpy()[order], gold_c.numpy()[order]
+    top1 = np.zeros(nq, dtype=np.int64)
+    gt = np.zeros(nq, dtype=np.int64)
+    ge = np.zeros(nq, dtype=np.int64)
+    if queries_on_rows:
+        bounds = np.searchsorted(gq, np.minimum(np.arange(0, nq + step, step), nq))
+        best_v, best_c = np.empty(nq, dtype=np.float32), np.empty(nq, dtype=np.int64)
+    else:
+        max_v = np.full(nq, -np.inf, dtype=np.float32)
+    for i, a in enumerate(range(0, sc.shape[0], step)):
+        if shift is not None:
+            s = sc[a:a + step]
+            torch.add(-(shift[None, :] if queries_on_rows else shift[a:a + step, None]), s, alpha=2, out=s)
+        s = a_sc[a:a + step]
+        if queries_on_rows:
+            top1[a:a + step] = s.argmax(1)
+            q, c = gq[bounds[i]:bounds[i + 1]], gc[bounds[i]:bounds[i + 1]]
+            bv, bc = _best_gold(q - a, c, s[q - a, c])
+            best_v[a:a + step], best_c[a:a + step] = bv, bc
+            gt[a:a + step] = np.count_nonzero(s > bv[:, None], axis=1)
+            ge[a:a + step] = np.count_nonzero(s >= bv[:, None], axis=1)
+        else:
+            j = s.argmax(0)
+            v = s[j, np.arange(nq)]
+            better = v > max_v  # strict: an earlier slab keeps its (lower) index on ties
+            max_v[better], top1[better] = v[better], j[better] + a
+    if not queries_on_rows:
+        best_v, best_c = _best_gold(gq, gc, a_sc[gc, gq])
+        for a in range(0, sc.shape[0], step):
+            s = a_sc[a:a + step]
+            gt += np.count_nonzero(s > best_v[None, :], axis=0)
+            ge += np.count_nonzero(s >= best_v[None, :], axis=0)
+    ranks = 1 + gt
+    for q in np.flatnonzero(ge - gt > 1):  # ties with the gold's score: lower indices first
+        line = a_sc[q] if queries_on_rows else a_sc[:, q]
+        ranks[q] += int(np.count_nonzero((line == best_v[q]) & (np.arange(N) < best_c[q])))
+    return torch.from_numpy(top1), torch.from_numpy(ranks)
 
 
 def scores(src_vecs, tgt_vecs, method: str = "nn", k: int = 10, block: int = 1024):
-    """The full (n, m) float32 score matrix :func:`bli` ranks by: cosines (``"nn"``) or CSLS with ``k``
-    neighbours (the same pass, keeping every row; for inspection and tests)."""
+    """The full (n, m) float32 score matrix: cosines (``"nn"``) or CSLS with ``k`` neighbours, ``2·S − r_x − r_y``
+    (the same pass, keeping every row; for inspection and tests). :func:`bli` ranks by the same order: it leaves
+    out the query's own term, constant over its candidates."""
     import torch
 
     x, y = _as_matrix(src_vecs, "source vectors"), _as_matrix(tgt_vecs, "target vectors")
     _check(x, y, method, k)
     with torch.no_grad():
-        return _pass(x, y, method, k, block, torch.arange(x.shape[0]), torch.zeros(0, dtype=torch.long))[0]
+        rows, _, r_x, r_y = _pass(x, y, method, k, block, torch.arange(x.shape[0]), torch.zeros(0, dtype=torch.long))
+        return rows if method == "nn" else rows.mul_(2).sub_(r_x[:, None]).sub_(r_y[None, :])
 
 
 def bli(src_vecs, tgt_vecs, gold, method: str = "nn", k: int = 10, block: int = 1024,
@@ -171,13 +289,14 @@ def bli(src_vecs, tgt_vecs, gold, method: str = "nn", k: int = 10, block: int = 
         raise XltError(f"block must be a whole number ≥ 1, not {block!r}", "pass block=1024")
     src_q, tgt_q = torch.unique(g[:, 0]), torch.unique(g[:, 1])
     with torch.no_grad():
-        rows, cols, _, _ = _pass(x, y, method, k, block, src_q, tgt_q)
+        rows, cols_t, r_x, r_y = _pass(x, y, method, k, block, src_q, tgt_q)
         out = {"method": method, "k": k if method == "csls" else None}
-        for name, mat, queries, gq, gc, size in (("src_to_tgt", rows, src_q, g[:, 0], g[:, 1], m),
-                                                 ("tgt_to_src", cols, tgt_q, g[:, 1], g[:, 0], n)):
-            ranks = _ranks(mat, torch.searchsorted(queries, gq.contiguous()), gc)
+        for name, mat, on_rows, shift, queries, gq, gc, size in (
+                ("src_to_tgt", rows, True, r_y, src_q, g[:, 0], g[:, 1], m),
+                ("tgt_to_src", cols_t, False, r_x, tgt_q, g[:, 1], g[:, 0], n)):
+            top1, ranks = _rank_queries(mat, shift, on_rows, torch.searchsorted(queries, gq.contiguous()), gc)
             res = {"p_at_1": float((ranks == 1).double().mean()), "mrr": float((1.0 / ranks.double()).mean()),
-                   "queries": int(len(queries)), "candidates": int(size), "top1": mat.argmax(1).numpy()}
+                   "queries": int(len(queries)), "candidates": int(size), "top1": top1.numpy()}
             if return_ranks:
                 res["ranks"] = ranks.numpy()
                 res["query_rows"] = queries.numpy()
