@@ -3,10 +3,12 @@
     OMP_NUM_THREADS=1 python bench/tasks_bli.py [--words 20000] [--k 10] [--out-dir bench/results]
 
 Data: e5 (multilingual-e5-small) word vectors (:func:`xlt.tasks.babelbert.word_vectors`: the word alone, mean over
-subwords, no special tokens) of the ``--words`` most frequent distinct words of the English (source) and Swahili
-(target) Bibles (fewer when a Bible has fewer distinct words: the JSON says how many); gold = FreeDict eng-swh (when
-installed) merged with the pairs induced from the whole Bible, kept where both words are in the two lists. The
-vectors are cached in the xlt cache (``bench/``) so a rerun skips the encoding.
+subwords, no special tokens) of ``--words`` words per side. Swahili (target): the most frequent distinct words of
+its Bible. English (source): the most frequent distinct words of its four Bible versions together (17,457), filled
+up to ``--words`` with English word-start tokens of SmolLM2's tokenizer in its merge order (lower-case ASCII
+letters; some are word pieces, which only add distractors); the JSON says how many came from each. Gold = FreeDict
+eng-swh (when installed) merged with the pairs induced from the whole Bible, kept where both words are in the two
+lists. The vectors are cached in the xlt cache (``bench/``) so a rerun skips the encoding.
 
 Sides (one thread each, ``time.perf_counter``, best of ``--repeat``, the two sides alternating):
 
@@ -92,11 +94,34 @@ def vecmap_csls(x: np.ndarray, z: np.ndarray, src2trg: dict[int, set[int]], k: i
 # ---------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------
-def frequent_words(texts: list[str], n: int) -> tuple[list[str], int]:
+def frequent_words(texts, n: int) -> tuple[list[str], int]:
     from xlt.vocab.dictionary import tokenize_words
 
     c = Counter(w for t in texts for w in tokenize_words(t))
     return [w for w, _ in c.most_common(n)], len(c)
+
+
+def english_words(n: int) -> tuple[list[str], int, int]:
+    """``n`` English words: the four English Bibles' most frequent, then SmolLM2's word-start tokens (see above);
+    returns the words, how many distinct Bible words there are and how many of the list came from the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from xlt.corpora.bible import VERSIONS, BibleCorpus
+    from xlt.models.loading import resolve_source
+
+    texts = (t for v in VERSIONS["eng"] for t in BibleCorpus(versions={"en": v[0]}).texts("en"))
+    words, distinct = frequent_words(texts, n)
+    if len(words) < n:
+        tok = AutoTokenizer.from_pretrained(resolve_source("smollm2"))
+        seen = set(words)
+        for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]):
+            w = t[1:]
+            if t.startswith("Ġ") and w.isascii() and w.isalpha() and w.islower() and w not in seen:
+                words.append(w)
+                seen.add(w)
+                if len(words) == n:
+                    break
+    return words, distinct, len(words) - min(distinct, n)
 
 
 def vectors(words: list[str], batch_size: int = 256) -> np.ndarray:
@@ -149,12 +174,13 @@ def main() -> None:
 
     bible = open_corpus("bible")
     t0 = time.perf_counter()
-    en, en_distinct = frequent_words(bible.texts("en"), a.words)
+    en, en_distinct, en_from_tokenizer = english_words(a.words)
     sw, sw_distinct = frequent_words(bible.texts("sw"), a.words)
     x, z = vectors(en), vectors(sw)
     gold, gold_sources = gold_pairs(en, sw)
     prep = time.perf_counter() - t0
-    print(f"{len(en)} en words (of {en_distinct} distinct) x {len(sw)} sw words (of {sw_distinct}); "
+    print(f"{len(en)} en words ({en_distinct} distinct in 4 Bibles, {en_from_tokenizer} from SmolLM2's tokenizer) x "
+          f"{len(sw)} sw words (of {sw_distinct}); "
           f"{len(gold)} gold pairs; vectors + gold {prep:.0f} s", flush=True)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     zn = z / np.linalg.norm(z, axis=1, keepdims=True)
@@ -185,7 +211,8 @@ def main() -> None:
         checks[d]["ok"] = diff == 0 and checks[d]["p_at_1_equal"] and checks[d]["mrr_abs_diff"] <= 1e-6
     speedup = min(t_ref) / min(t_xlt)
     res = {
-        "part": "bli_csls", "source_words": len(en), "target_words": len(sw), "source_distinct_in_bible": en_distinct,
+        "part": "bli_csls", "source_words": len(en), "target_words": len(sw), "source_distinct_in_bibles": en_distinct,
+        "source_words_from_smollm2_tokenizer": en_from_tokenizer,
         "target_distinct_in_bible": sw_distinct, "gold_pairs": len(gold), "gold_sources": gold_sources, "k": a.k,
         "threads": 1, "repeat": a.repeat, "goal_speedup": GOAL,
         "sides": {"xlt": {"seconds": min(t_xlt), "all_seconds": t_xlt},
