@@ -17,9 +17,10 @@ each, through NumPy's BLAS into a reused buffer: on the benchmark machine OpenBL
 while it is in memory, keeps (1) the rows of the source queries, (2) the columns of the target queries and, for
 CSLS, (3) chunk maxima: each row's maximum over every chunk of ``CHUNK`` targets and each column's over every chunk
 of ``CHUNK`` consecutive sources (two vectorised max-reductions instead of a top-``k`` along rows and a strided
-one along columns). After the pass, ``r_x`` and ``r_y`` come from the chunk maxima exactly (:func:`_topk_mean`:
-the top ``k`` lie in the ``k`` chunks with the largest maxima, whose scores are recomputed), and the kept rows and
-columns are ranked in cache-sized slabs with ``2·S − r`` of the candidate side (:func:`_rank_queries`). Memory is
+one along columns). The top ``k`` of a row or column lie in its ``k`` chunks with the largest maxima
+(:func:`_topk_mean`), so ``r_x`` is read back from those chunks of the block at once and ``r_y``, after the pass,
+from its chunks' recomputed scores: exact means at a fraction of a full top-``k``. The kept rows and columns are
+then ranked in cache-sized slabs with ``2·S − r`` of the candidate side (:func:`_rank_queries`). Memory is
 ``4·(block·m + Qs·m + Qt·n + 2·n·m/CHUNK)`` bytes for ``Qs``/``Qt`` source/target queries. Cost: one ``n × m × d``
 product plus ``(n + m)·k·CHUNK·d`` for the recomputed chunks, where running each direction alone (vecmap) takes
 two products plus the queries'.
