@@ -21,7 +21,7 @@ one along columns). The top ``k`` of a row or column lie in its ``k`` chunks wit
 (:func:`_topk_mean`), so ``r_x`` is read back from those chunks of the block at once and ``r_y``, after the pass,
 from its chunks' recomputed scores: exact means at a fraction of a full top-``k``. The kept rows and columns are
 then ranked in cache-sized slabs with ``2·S − r`` of the candidate side (:func:`_rank_queries`). Memory is
-``4·(block·m + Qs·m + Qt·n + 2·n·m/CHUNK)`` bytes for ``Qs``/``Qt`` source/target queries. Cost: one ``n × m × d``
+``4·(block·m + Qs·m + Qt·n + (block + n)·m/CHUNK)`` bytes for ``Qs``/``Qt`` source/target queries. Cost: one ``n × m × d``
 product plus ``(n + m)·k·CHUNK·d`` for the recomputed chunks, where running each direction alone (vecmap) takes
 two products plus the queries'.
 """
