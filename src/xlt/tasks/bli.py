@@ -43,7 +43,7 @@ METHODS = ("nn", "csls")
 def _as_matrix(x, what: str):
     import torch
 
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.detach())
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x.detach().cpu())
     t = t.to(torch.float32)
     if t.dim() != 2 or t.shape[0] == 0:
         raise XltError(f"{what} must be a non-empty (words, dim) matrix, not shape {tuple(t.shape)}",
